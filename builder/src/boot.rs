@@ -1,0 +1,336 @@
+//! Stages of the boot chain: initramfs (init + module closure + boot config) → UKI → ESP.
+//!
+//! The initramfs carries the ROOT verity hash only. The workload pair is found at boot by partition
+//! type and its root hash read from its partition UUIDs, so the base image (ESP + root) is identical for
+//! every workload.
+
+use crate::fetch::Fetched;
+use crate::guest::GuestBinaries;
+use crate::initramfs::{self, Entry, EntryKind};
+use crate::kmod::ModuleIndex;
+use crate::manifest::{EventInfo, PcrPrediction};
+use crate::spec::{PartSize, Spec};
+use crate::stages::StageCache;
+use crate::verity_image::VerityImage;
+use crate::{esp, gpt, ids, rootfs, uki};
+use anyhow::{bail, Context, Result};
+use cvm_measure::boot_config::{self, BootConfig, BOOT_CONFIG_PATH};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Seconds the init waits for the disk's partitions before it gives up and powers off.
+pub const DEVICE_TIMEOUT_SECS: u32 = 30;
+/// File name of the UKI on the ESP: the removable-media default path, so no boot entry is needed.
+pub const ESP_UKI_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitrdMeta {
+    pub sha256: String,
+    pub size: u64,
+    pub kernel_version: String,
+    /// Modules in load order (paths inside the initramfs).
+    pub modules: Vec<String>,
+    /// Requested modules that are built into this kernel.
+    pub builtin: Vec<String>,
+    pub boot_config: BootConfig,
+}
+
+pub struct Initrd {
+    pub path: PathBuf,
+    pub meta: InitrdMeta,
+}
+
+/// The boot config the init reads: the root's verity parameters and where to find the workload.
+fn boot_config(root: &VerityImage, modules: Vec<String>) -> BootConfig {
+    let (data, hash) = root.partition_uuids();
+    BootConfig {
+        version: boot_config::BOOT_CONFIG_VERSION,
+        modules,
+        root: boot_config::RootConfig {
+            data_partuuid: data.to_string(),
+            hash_partuuid: hash.to_string(),
+            root_hash: hex::encode(root.info.root_hash),
+            salt: hex::encode(root.info.salt),
+            data_blocks: root.info.data_blocks,
+            hash_start_block: 1,
+            fstype: "squashfs".into(),
+        },
+        workload: Some(boot_config::WorkloadConfig {
+            data_type_guid: gpt::WORKLOAD_TYPE.to_string(),
+            hash_type_guid: gpt::WORKLOAD_VERITY_TYPE.to_string(),
+            mount_point: rootfs::WORKLOAD_MOUNT.into(),
+            manifest: rootfs::WORKLOAD_MANIFEST.into(),
+            fstype: "squashfs".into(),
+        }),
+        agent: boot_config::AgentConfig {
+            path: rootfs::AGENT_PATH.into(),
+            args: vec![],
+        },
+        device_timeout_secs: DEVICE_TIMEOUT_SECS,
+    }
+}
+
+pub fn initramfs(
+    stages: &StageCache,
+    spec: &Spec,
+    inputs: &Fetched,
+    guest: &GuestBinaries,
+    root: &VerityImage,
+) -> Result<Initrd> {
+    let init = std::fs::read(&guest.init)
+        .with_context(|| format!("cannot read {}", guest.init.display()))?;
+    let index = ModuleIndex::open(&inputs.modules_dir)?;
+    let mut wanted = spec.kernel.modules.clone();
+    for m in &spec.kernel.optional_modules {
+        if index.contains(m) {
+            wanted.push(m.clone());
+        }
+    }
+    let closure = index.closure(&wanted).with_context(|| {
+        format!(
+            "kernel profile {}: module list",
+            spec.kernel_profile.display()
+        )
+    })?;
+    let module_dir = format!("lib/modules/{}", index.kernel_version());
+    let modules: Vec<String> = closure
+        .modules
+        .iter()
+        .map(|m| format!("{module_dir}/{}", m.rel_path))
+        .collect();
+    let config = boot_config(root, modules.clone());
+    let config_json = serde_json::to_vec_pretty(&config)?;
+    let epoch = spec.image.source_date_epoch;
+
+    let init_sha = ids::sha256(&init);
+    let (dir, meta) = stages.get_or_build(
+        "initramfs",
+        &[
+            &init_sha,
+            inputs.kernel_sha256.as_bytes(),
+            &config_json,
+            &epoch.to_le_bytes(),
+        ],
+        |dir| {
+            eprintln!(
+                "cvm-image: initramfs: {} modules for {}",
+                closure.modules.len(),
+                index.kernel_version()
+            );
+            let mut entries = vec![
+                Entry {
+                    path: "init".into(),
+                    mode: 0o755,
+                    kind: EntryKind::File(init.clone()),
+                },
+                Entry {
+                    path: BOOT_CONFIG_PATH.into(),
+                    mode: 0o644,
+                    kind: EntryKind::File(config_json.clone()),
+                },
+            ];
+            for dir in ["dev", "proc", "sys", "run", "sysroot"] {
+                entries.push(Entry {
+                    path: dir.into(),
+                    mode: 0o755,
+                    kind: EntryKind::Dir,
+                });
+            }
+            for m in &closure.modules {
+                entries.push(Entry {
+                    path: format!("{module_dir}/{}", m.rel_path),
+                    mode: 0o644,
+                    kind: EntryKind::File(index.read_module(m)?),
+                });
+            }
+            let cpio = initramfs::write_cpio(entries, u32::try_from(epoch).unwrap_or(u32::MAX))?;
+            let compressed = initramfs::compress(&cpio, initramfs::Compression::Zstd)?;
+            let path = dir.join("initrd.img");
+            std::fs::write(&path, &compressed)?;
+            Ok(InitrdMeta {
+                sha256: hex::encode(ids::sha256(&compressed)),
+                size: compressed.len() as u64,
+                kernel_version: index.kernel_version().to_string(),
+                modules: modules.clone(),
+                builtin: closure.builtin.clone(),
+                boot_config: config.clone(),
+            })
+        },
+    )?;
+    Ok(Initrd {
+        path: dir.join("initrd.img"),
+        meta,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UkiMeta {
+    pub sha256: String,
+    pub size: u64,
+    pub stub_version: String,
+    pub cmdline: String,
+    pub sections: Vec<uki::SectionInfo>,
+    /// PCR 11 as systemd-stub will extend it: events in the stub's measurement order.
+    pub pcr11: PcrPrediction,
+}
+
+pub struct Uki {
+    pub path: PathBuf,
+    pub sha256: [u8; 32],
+    pub meta: UkiMeta,
+}
+
+pub fn uki(stages: &StageCache, spec: &Spec, inputs: &Fetched, initrd: &Initrd) -> Result<Uki> {
+    let read =
+        |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let stub = read(&inputs.stub)?;
+    let stub_info = uki::inspect_stub(&stub)
+        .with_context(|| format!("systemd-stub {}", inputs.stub.display()))?;
+    let kernel = read(&inputs.vmlinuz)?;
+    let osrel = read(&spec.uki.os_release)?;
+    let cmdline = spec.cmdline()?;
+    let initrd_bytes = read(&initrd.path)?;
+
+    let (dir, meta) = stages.get_or_build(
+        "uki",
+        &[
+            &ids::sha256(&stub),
+            &ids::sha256(&kernel),
+            &osrel,
+            cmdline.as_bytes(),
+            &ids::sha256(&initrd_bytes),
+        ],
+        |dir| {
+            eprintln!(
+                "cvm-image: uki: systemd-stub {} + kernel + initramfs",
+                stub_info.version
+            );
+            let sections = vec![
+                uki::Section {
+                    name: ".osrel".into(),
+                    data: osrel.clone(),
+                },
+                uki::Section {
+                    name: ".cmdline".into(),
+                    data: cmdline.as_bytes().to_vec(),
+                },
+                uki::Section {
+                    name: ".initrd".into(),
+                    data: initrd_bytes.clone(),
+                },
+                uki::Section {
+                    name: ".linux".into(),
+                    data: kernel.clone(),
+                },
+            ];
+            let image = uki::assemble(&stub, &sections)?;
+            let path = dir.join("uki.efi");
+            std::fs::write(&path, &image)?;
+            Ok(UkiMeta {
+                sha256: hex::encode(ids::sha256(&image)),
+                size: image.len() as u64,
+                stub_version: stub_info.version.clone(),
+                cmdline: cmdline.clone(),
+                sections: uki::list_sections(&image)?,
+                pcr11: pcr11_prediction(&image)?,
+            })
+        },
+    )?;
+    let sha256 = hex::decode(&meta.sha256)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("bad cached uki hash"))?;
+    Ok(Uki {
+        path: dir.join("uki.efi"),
+        sha256,
+        meta,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EspMeta {
+    pub sha256: String,
+    pub size: u64,
+    pub volume_id: u32,
+}
+
+pub struct EspImage {
+    pub path: PathBuf,
+    pub sha256: [u8; 32],
+    pub size: u64,
+}
+
+pub fn esp(stages: &StageCache, spec: &Spec, uki: &Uki) -> Result<EspImage> {
+    let uki_len = uki.meta.size;
+    let size = match spec.partitions.esp {
+        PartSize::Fit => esp::fit_size(uki_len),
+        PartSize::Bytes(n) => n,
+    };
+    let epoch = spec.image.source_date_epoch;
+    let volume_id = u32::from_le_bytes(uki.sha256[..4].try_into().expect("4 bytes"));
+    let (dir, meta) = stages.get_or_build(
+        "esp",
+        &[&uki.sha256, &size.to_le_bytes(), &epoch.to_le_bytes()],
+        |dir| {
+            let data = std::fs::read(&uki.path)?;
+            let path = dir.join("esp.img");
+            esp::write_esp(
+                &path,
+                &[esp::EspFile {
+                    path: ESP_UKI_PATH,
+                    data: &data,
+                }],
+                size,
+                volume_id,
+                epoch,
+            )
+            .with_context(|| {
+                format!(
+                    "{}: [partitions] esp = {} bytes cannot hold the {}-byte UKI",
+                    spec.path.display(),
+                    size,
+                    uki_len
+                )
+            })?;
+            Ok(EspMeta {
+                sha256: hex::encode(ids::sha256_file(&path)?),
+                size,
+                volume_id,
+            })
+        },
+    )?;
+    if meta.size < uki_len {
+        bail!("ESP smaller than the UKI");
+    }
+    let sha256 = hex::decode(&meta.sha256)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("bad cached esp hash"))?;
+    Ok(EspImage {
+        path: dir.join("esp.img"),
+        sha256,
+        size: meta.size,
+    })
+}
+
+/// PCR 11 of a UKI: two events per section the stub knows (name with NUL, then the section as loaded),
+/// in the stub's own measurement order — not file order.
+pub fn pcr11_prediction(image: &[u8]) -> Result<PcrPrediction> {
+    use cvm_measure::pe;
+    let order = pe::stub_sections(&pe::stub_version(image)?)?.measured_order;
+    let measurements = pe::pcr11_measurements(image, order)?;
+    let mut events = vec![];
+    for m in &measurements {
+        events.push(EventInfo {
+            description: format!("UKI section name {}", m.name),
+            digest: hex::encode(m.name_digest),
+        });
+        events.push(EventInfo {
+            description: format!("UKI section {}", m.name),
+            digest: hex::encode(m.content_digest),
+        });
+    }
+    Ok(PcrPrediction {
+        bank: "sha256".into(),
+        value: hex::encode(pe::pcr11_value(&measurements)),
+        events,
+    })
+}

@@ -1,0 +1,40 @@
+//! cvm-image: reproducible confidential-VM disk images and the measurements they will produce.
+//!
+//! The pipeline (see [`pipeline`]) reads top-down:
+//!
+//! | step | module | produces |
+//! |---|---|---|
+//! | spec | [`spec`] | the parsed `image.toml` and kernel profile |
+//! | inputs | [`fetch`] over [`inputs`] | pinned, verified, extracted Debian packages |
+//! | guest binaries | [`guest`] | static init, agent, workload programs |
+//! | trees | [`rootfs`] over [`fstree`] | root and workload file trees |
+//! | filesystems | [`verity_image`] over [`squashfs`], [`verity`] | squashfs + dm-verity pairs |
+//! | boot chain | [`boot`] over [`kmod`], [`initramfs`], [`uki`], [`esp`] | initramfs → UKI → ESP |
+//! | disk | [`gpt`] | the GPT disk image |
+//! | record | [`manifest`] | `manifest.json` |
+//!
+//! Every stage is a pure function of its inputs; [`ids`] derives every identifier from content, and
+//! [`stages`] caches the expensive stages by content hash.
+
+pub mod boot;
+pub mod esp;
+pub mod fetch;
+pub mod fstree;
+pub mod gpt;
+pub mod guest;
+pub mod ids;
+pub mod initramfs;
+pub mod inputs;
+pub mod inspect;
+pub mod kmod;
+pub mod lockcmd;
+pub mod manifest;
+pub mod output;
+pub mod pipeline;
+pub mod rootfs;
+pub mod spec;
+pub mod squashfs;
+pub mod stages;
+pub mod uki;
+pub mod verity;
+pub mod verity_image;

@@ -1,0 +1,146 @@
+//! `cvm-image`: build confidential-VM disk images reproducibly and predict what they measure.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use cvm_image::{fetch, inspect, lockcmd, pipeline, spec::Spec};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for usage and input errors (verification failures use 1).
+const EXIT_INPUT: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "cvm-image",
+    version,
+    about = "Build confidential-VM disk images reproducibly and predict their measurements",
+    long_about = "Build confidential-VM disk images reproducibly and predict their measurements.\n\n\
+        `build` turns an image spec (image.toml) into out/disk.raw: a GPT disk with an ESP holding a UKI \
+        (systemd-stub + Debian kernel + initramfs + cmdline), a squashfs root protected by dm-verity and a \
+        verity-protected workload partition. Same spec + same pinned inputs = same bytes.\n\n\
+        Exit codes: 0 ok, 1 verification failed, 2 usage or input error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the disk image and its manifest from a spec.
+    ///
+    /// Inputs (kernel, systemd-stub, OVMF) are Debian packages pinned by sha256 in cvm-image.lock beside
+    /// the spec; they are downloaded once into the cache (~/.cache/cvm-image or $CVM_IMAGE_CACHE) and
+    /// verified on every use. Stages whose inputs did not change are reused from the cache, so a rebuild
+    /// where only workload/ changed is quick. Outputs: OUT/disk.raw, OUT/uki.efi, OUT/manifest.json.
+    Build {
+        /// The image spec.
+        #[arg(long, default_value = "image.toml")]
+        spec: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Use this kernel profile instead of the spec's (e.g. kernel/debian-6.1.toml).
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// Lock file (default: cvm-image.lock beside the spec).
+        #[arg(long)]
+        lock: Option<PathBuf>,
+        /// Input and stage cache directory.
+        #[arg(long, env = "CVM_IMAGE_CACHE")]
+        cache: Option<PathBuf>,
+    },
+    /// Resolve the spec's Debian packages to exact versions and sha256 and write cvm-image.lock.
+    ///
+    /// Run it after changing a package name or suite in the spec, or when a pinned version vanished from
+    /// the mirror. Entries already pinned for other kernel profiles are kept.
+    Lock {
+        #[arg(long, default_value = "image.toml")]
+        spec: PathBuf,
+        /// Also pin these kernel profiles (repeatable).
+        #[arg(long)]
+        kernel: Vec<PathBuf>,
+        #[arg(long)]
+        lock: Option<PathBuf>,
+        #[arg(long, env = "CVM_IMAGE_CACHE")]
+        cache: Option<PathBuf>,
+    },
+    /// Download, verify and extract the pinned inputs without building.
+    Fetch {
+        #[arg(long, default_value = "image.toml")]
+        spec: PathBuf,
+        /// Also fetch these kernel profiles' packages (repeatable).
+        #[arg(long)]
+        kernel: Vec<PathBuf>,
+        #[arg(long)]
+        lock: Option<PathBuf>,
+        #[arg(long, env = "CVM_IMAGE_CACHE")]
+        cache: Option<PathBuf>,
+        /// Link each extracted package into this directory under its package name.
+        #[arg(long)]
+        link_dir: Option<PathBuf>,
+    },
+    /// Show a built disk: partitions, verity parameters, UKI sections and command line.
+    Inspect {
+        /// The disk image (raw).
+        disk: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Cmd::Build {
+            spec,
+            out,
+            kernel,
+            lock,
+            cache,
+        } => {
+            let spec = Spec::load(&spec, kernel.as_deref())?;
+            let opts = pipeline::Options::new(&spec, out, lock, cache);
+            let result = pipeline::build(&spec, &opts)?;
+            result.print_summary();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lock {
+            spec,
+            kernel,
+            lock,
+            cache,
+        } => {
+            let spec = Spec::load(&spec, None)?;
+            lockcmd::lock(&spec, &kernel, lock, cache)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Fetch {
+            spec,
+            kernel,
+            lock,
+            cache,
+            link_dir,
+        } => {
+            let spec = Spec::load(&spec, None)?;
+            let opts = pipeline::Options::new(&spec, PathBuf::new(), lock, cache);
+            fetch::prefetch(&spec, &kernel, &opts.lock, &opts.cache, link_dir.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Inspect { disk, json } => {
+            inspect::inspect(&disk, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cvm-image: error: {e:#}");
+            ExitCode::from(EXIT_INPUT)
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The build, top to bottom: spec → inputs → root and workload trees → squashfs → dm-verity →
+//! initramfs → UKI → ESP → GPT disk → manifest.
+//!
+//! Each step is a function of its inputs only. The expensive ones go through the stage cache; the disk
+//! itself is always re-assembled (cheap: it is a sparse copy of the partition images).
+
+use crate::fetch;
+use crate::gpt::{self, PartitionPlan};
+use crate::guest::{self, GuestBinaries};
+use crate::manifest::{self, Manifest};
+use crate::output::OutputDir;
+use crate::spec::{PartSize, Spec};
+use crate::stages::StageCache;
+use crate::{boot, ids, rootfs, verity_image};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+/// Where things go and come from.
+pub struct Options {
+    pub out: PathBuf,
+    pub lock: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl Options {
+    pub fn new(spec: &Spec, out: PathBuf, lock: Option<PathBuf>, cache: Option<PathBuf>) -> Self {
+        Options {
+            out,
+            lock: lock.unwrap_or_else(|| spec.dir.join(fetch::LOCK_FILE)),
+            cache: cache.unwrap_or_else(crate::inputs::cache::Cache::default_location),
+        }
+    }
+}
+
+/// What a build produced (the manifest is also written to `out/manifest.json`).
+pub struct BuildResult {
+    pub out: PathBuf,
+    pub manifest: Manifest,
+    pub seconds: f64,
+}
+
+impl BuildResult {
+    pub fn print_summary(&self) {
+        let m = &self.manifest;
+        println!(
+            "built {} in {:.1} s",
+            self.out.join("disk.raw").display(),
+            self.seconds
+        );
+        for p in &m.partitions {
+            println!(
+                "  {:>2} {:<20} {:>8} KiB  uuid {}",
+                p.number,
+                p.name,
+                p.size_bytes / 1024,
+                p.uuid
+            );
+        }
+        println!("  root verity hash      {}", m.verity.root.root_hash);
+        if let Some(w) = &m.verity.workload {
+            println!("  workload verity hash  {}", w.root_hash);
+        }
+        println!("  predicted PCR 11      {}", m.measurements.pcr11.value);
+        if let Some(p) = &m.measurements.pcr23 {
+            println!("  predicted PCR 23      {}", p.value);
+        }
+    }
+}
+
+/// Build the image described by `spec` into `opts.out`.
+pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
+    let started = std::time::Instant::now();
+    let out = OutputDir::prepare(&opts.out)?;
+    let stages = StageCache::new(opts.cache.clone());
+
+    let inputs = fetch::fetch(spec, &opts.lock, &opts.cache)?;
+    let guest = build_guest(spec)?;
+
+    let root_tree = rootfs::root_tree(spec, &guest)?;
+    let root = verity_image::build(&stages, "root", &root_tree, spec)?;
+    let workload = match &spec.workload {
+        Some(w) => Some(verity_image::build(
+            &stages,
+            "workload",
+            &rootfs::workload_tree(w, &guest)?,
+            spec,
+        )?),
+        None => None,
+    };
+
+    let initrd = boot::initramfs(&stages, spec, &inputs, &guest, &root)?;
+    let uki = boot::uki(&stages, spec, &inputs, &initrd)?;
+    let esp_img = boot::esp(&stages, spec, &uki)?;
+
+    let parts = partitions(spec, &esp_img, &root, workload.as_ref())?;
+    let disk_guid = ids::uuid("disk-guid", &[&uki.sha256, &root.info.root_hash]);
+    let layout = gpt::plan(disk_guid, &parts, gpt::ALIGN, 0)?;
+    let disk_tmp = out.temp("disk.raw");
+    eprintln!("cvm-image: writing disk ({} MiB)", layout.size_bytes >> 20);
+    gpt::write_disk(&disk_tmp, &layout, &parts)?;
+    let uki_tmp = out.temp("uki.efi");
+    std::fs::copy(&uki.path, &uki_tmp)
+        .with_context(|| format!("cannot write {}", uki_tmp.display()))?;
+
+    let manifest = manifest::assemble(manifest::Parts {
+        spec,
+        inputs: &inputs,
+        guest: &guest,
+        layout: &layout,
+        root: &root,
+        workload: workload.as_ref(),
+        initrd: &initrd,
+        uki: &uki,
+        esp: &esp_img,
+        disk: &disk_tmp,
+    })?;
+    let manifest_tmp = out.temp("manifest.json");
+    std::fs::write(&manifest_tmp, manifest.to_json()?)
+        .with_context(|| format!("cannot write {}", manifest_tmp.display()))?;
+
+    out.commit(&["disk.raw", "uki.efi", "manifest.json"])?;
+    Ok(BuildResult {
+        out: opts.out.clone(),
+        manifest,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn build_guest(spec: &Spec) -> Result<GuestBinaries> {
+    let ws = guest::find_workspace(&spec.dir)?;
+    let extra: Vec<(String, String)> = spec
+        .workload
+        .iter()
+        .flat_map(|w| {
+            w.binaries
+                .iter()
+                .map(|b| (b.package.clone(), b.bin.clone()))
+        })
+        .collect();
+    guest::build(&ws, &extra)
+}
+
+/// Size a partition: "fit" rounds the content up to 1 MiB plus headroom; a fixed size must hold it.
+fn part_size(spec: &Spec, key: &str, want: PartSize, content: u64) -> Result<u64> {
+    let aligned = content.div_ceil(gpt::ALIGN) * gpt::ALIGN;
+    match want {
+        PartSize::Fit => {
+            let extra = aligned / 100 * u64::from(spec.partitions.headroom_percent);
+            Ok((aligned + extra).div_ceil(gpt::ALIGN) * gpt::ALIGN)
+        }
+        PartSize::Bytes(n) if n < content => bail!(
+            "{}: [partitions] {key} is {} bytes but its content needs {} bytes ({} MiB); raise it or use \"fit\"",
+            spec.path.display(),
+            n,
+            content,
+            aligned >> 20
+        ),
+        PartSize::Bytes(n) => Ok(n),
+    }
+}
+
+fn partitions(
+    spec: &Spec,
+    esp_img: &boot::EspImage,
+    root: &verity_image::VerityImage,
+    workload: Option<&verity_image::VerityImage>,
+) -> Result<Vec<PartitionPlan>> {
+    let p = &spec.partitions;
+    let mut parts = vec![PartitionPlan {
+        name: "esp".into(),
+        type_guid: gpt::ESP_TYPE,
+        uuid: ids::uuid("esp-partition", &[&esp_img.sha256]),
+        source: esp_img.path.clone(),
+        size: esp_img.size,
+        attributes: 0,
+    }];
+    parts.extend(root.partitions(
+        spec,
+        ("root-x86-64", gpt::ROOT_X86_64_TYPE),
+        ("root-x86-64-verity", gpt::ROOT_VERITY_X86_64_TYPE),
+        |content| part_size(spec, "root", p.root, content),
+    )?);
+    if let Some(w) = workload {
+        parts.extend(w.partitions(
+            spec,
+            ("workload", gpt::WORKLOAD_TYPE),
+            ("workload-verity", gpt::WORKLOAD_VERITY_TYPE),
+            |content| part_size(spec, "workload", p.workload, content),
+        )?);
+    }
+    // The ESP size rule: "fit" is decided by the ESP stage (FAT32 minimum); a fixed size is checked there.
+    let _ = p.esp;
+    Ok(parts)
+}

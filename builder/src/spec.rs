@@ -1,0 +1,402 @@
+//! The image spec (`image.toml`) and the kernel profile it points to.
+//!
+//! Parsing is strict: unknown keys are errors that name the file, line and column, because a typo in a
+//! spec silently ignored would produce an image the user did not ask for. Paths in a spec are relative to
+//! the spec file and are resolved here, once, so later stages only see absolute paths.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// A parsed and resolved image spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The spec file itself.
+    pub path: PathBuf,
+    /// Directory the spec's relative paths are resolved against.
+    pub dir: PathBuf,
+    pub image: ImageSection,
+    pub kernel: KernelProfile,
+    /// The kernel profile file.
+    pub kernel_profile: PathBuf,
+    pub stub: StubSection,
+    pub firmware: FirmwareSection,
+    pub uki: UkiSection,
+    pub rootfs: RootfsSection,
+    pub workload: Option<WorkloadSection>,
+    pub partitions: PartitionsSection,
+    pub apt: AptSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSection {
+    pub name: String,
+    pub version: String,
+    /// The only timestamp that appears in outputs (`SOURCE_DATE_EPOCH`); 0 when absent.
+    #[serde(default)]
+    pub source_date_epoch: u64,
+}
+
+/// Kernel selection: which Debian package, which modules go into the initramfs, the command line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelProfile {
+    pub package: String,
+    pub suite: String,
+    pub modules: Vec<String>,
+    #[serde(default)]
+    pub optional_modules: Vec<String>,
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StubSection {
+    pub package: String,
+    pub suite: String,
+    /// Path of the stub inside the package.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareSection {
+    pub package: String,
+    pub suite: String,
+    pub code: String,
+    pub vars: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UkiSection {
+    pub os_release: PathBuf,
+    pub cmdline: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsCompression {
+    Zstd,
+    Gzip,
+}
+
+#[derive(Debug, Clone)]
+pub struct RootfsSection {
+    pub overlay: PathBuf,
+    pub compression: FsCompression,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkloadSection {
+    pub dir: PathBuf,
+    /// Entries of `dir` that go into the workload partition (files or directories); all of it when empty.
+    pub include: Vec<String>,
+    pub binaries: Vec<WorkloadBinary>,
+}
+
+/// A binary built from this workspace and placed into the workload partition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadBinary {
+    pub package: String,
+    pub bin: String,
+    pub dest: String,
+}
+
+/// A partition size: exact bytes, or "fit" (content rounded up to 1 MiB plus headroom).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartSize {
+    Fit,
+    Bytes(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct PartitionsSection {
+    pub esp: PartSize,
+    pub root: PartSize,
+    pub workload: PartSize,
+    pub headroom_percent: u32,
+}
+
+/// Overrides of the Debian mirrors discovered from the machine's apt configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AptSection {
+    pub mirror: Option<String>,
+    pub security_mirror: Option<String>,
+}
+
+// ---- raw (on-disk) shapes -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    image: ImageSection,
+    kernel: RawKernel,
+    stub: StubSection,
+    firmware: FirmwareSection,
+    uki: RawUki,
+    rootfs: RawRootfs,
+    workload: Option<RawWorkload>,
+    partitions: RawPartitions,
+    #[serde(default)]
+    apt: AptSection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKernel {
+    profile: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUki {
+    os_release: String,
+    cmdline: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRootfs {
+    overlay: String,
+    #[serde(default = "default_compression")]
+    compression: FsCompression,
+}
+
+fn default_compression() -> FsCompression {
+    FsCompression::Zstd
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    dir: String,
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    binaries: Vec<WorkloadBinary>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPartitions {
+    esp: String,
+    root: String,
+    workload: String,
+    #[serde(default)]
+    headroom_percent: u32,
+}
+
+/// Parse TOML from `path`, rejecting unknown keys; the error names the file and the TOML position.
+fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+}
+
+impl Spec {
+    /// Load a spec; `kernel_override` replaces the spec's kernel profile (e.g. `--kernel kernel/debian-6.1.toml`).
+    pub fn load(path: &Path, kernel_override: Option<&Path>) -> Result<Spec> {
+        let path = std::path::absolute(path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?;
+        let raw: RawSpec = parse_toml(&path)?;
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let resolve = |p: &str| dir.join(p);
+
+        let kernel_profile = match kernel_override {
+            Some(p) => std::path::absolute(p)?,
+            None => resolve(&raw.kernel.profile),
+        };
+        let kernel: KernelProfile = parse_toml(&kernel_profile)
+            .with_context(|| format!("kernel profile named by {}", path.display()))?;
+
+        let size = |key: &str, v: &str| {
+            parse_size(v).with_context(|| format!("{}: [partitions] {key} = {v:?}", path.display()))
+        };
+        let partitions = PartitionsSection {
+            esp: size("esp", &raw.partitions.esp)?,
+            root: size("root", &raw.partitions.root)?,
+            workload: size("workload", &raw.partitions.workload)?,
+            headroom_percent: raw.partitions.headroom_percent,
+        };
+
+        let spec = Spec {
+            image: raw.image,
+            kernel,
+            kernel_profile,
+            stub: raw.stub,
+            firmware: raw.firmware,
+            uki: UkiSection {
+                os_release: resolve(&raw.uki.os_release),
+                cmdline: raw.uki.cmdline.as_deref().map(resolve),
+            },
+            rootfs: RootfsSection {
+                overlay: resolve(&raw.rootfs.overlay),
+                compression: raw.rootfs.compression,
+            },
+            workload: raw.workload.map(|w| WorkloadSection {
+                dir: resolve(&w.dir),
+                include: w.include,
+                binaries: w.binaries,
+            }),
+            partitions,
+            apt: raw.apt,
+            path,
+            dir,
+        };
+        spec.check_paths()?;
+        Ok(spec)
+    }
+
+    /// Every file and directory the spec names must exist: fail early, naming the key and the path.
+    fn check_paths(&self) -> Result<()> {
+        let mut wanted: Vec<(&str, &Path, bool)> = vec![
+            ("[uki] os_release", &self.uki.os_release, false),
+            ("[rootfs] overlay", &self.rootfs.overlay, true),
+        ];
+        if let Some(c) = &self.uki.cmdline {
+            wanted.push(("[uki] cmdline", c, false));
+        }
+        if let Some(w) = &self.workload {
+            wanted.push(("[workload] dir", &w.dir, true));
+        }
+        for (key, p, is_dir) in wanted {
+            let ok = if is_dir { p.is_dir() } else { p.is_file() };
+            if !ok {
+                let kind = if is_dir { "directory" } else { "file" };
+                bail!(
+                    "{}: {key} names {}, which is not an existing {kind}",
+                    self.path.display(),
+                    p.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The kernel command line put into the UKI's `.cmdline`: the profile's defaults, then the image's.
+    pub fn cmdline(&self) -> Result<String> {
+        let mut parts = vec![self.kernel.cmdline.trim().to_string()];
+        if let Some(p) = &self.uki.cmdline {
+            let extra = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            parts.push(extra.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+        Ok(parts
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "))
+    }
+}
+
+/// Load a kernel profile file on its own (for `lock` and `fetch` of extra kernels).
+pub fn load_kernel_profile(path: &Path) -> Result<KernelProfile> {
+    parse_toml(path)
+}
+
+/// Parse "fit", "123", "64MiB", "1GiB", "512KiB" (binary units only: partition sizes are MiB-aligned).
+pub fn parse_size(text: &str) -> Result<PartSize> {
+    let t = text.trim();
+    if t == "fit" {
+        return Ok(PartSize::Fit);
+    }
+    let (num, mult) = [
+        ("KiB", 1u64 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("TiB", 1 << 40),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n.trim(), *m)))
+    .unwrap_or((t, 1));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("expected \"fit\" or a size like \"64MiB\" / \"2GiB\""))?;
+    n.checked_mul(mult)
+        .map(PartSize::Bytes)
+        .ok_or_else(|| anyhow::anyhow!("size overflows 64 bits"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("fit").unwrap(), PartSize::Fit);
+        assert_eq!(parse_size("64MiB").unwrap(), PartSize::Bytes(64 << 20));
+        assert_eq!(parse_size("2 GiB").unwrap(), PartSize::Bytes(2 << 30));
+        assert_eq!(parse_size("4096").unwrap(), PartSize::Bytes(4096));
+        assert!(parse_size("64MB").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("cvm-spec-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn default_spec_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let spec = Spec::load(&root.join("image.toml"), None).unwrap();
+        assert!(spec.kernel.package.starts_with("linux-image-6.12"));
+        assert!(spec.cmdline().unwrap().contains("console=ttyS0"));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let d = scratch("unknown");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = std::fs::read_to_string(root.join("image.toml")).unwrap();
+        let text = text.replace("[rootfs]\n", "[rootfs]\ncompresion = \"zstd\"\n");
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("compresion"))
+            .unwrap()
+            + 1;
+        let p = write(&d, "image.toml", &text);
+        let err = format!("{:#}", Spec::load(&p, None).unwrap_err());
+        assert!(err.contains(&p.display().to_string()), "{err}");
+        assert!(err.contains("compresion"), "{err}");
+        assert!(err.contains(&format!("line {line}")), "{err}");
+    }
+
+    #[test]
+    fn missing_overlay_is_named() {
+        let d = scratch("missing");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .canonicalize()
+            .unwrap();
+        let text = std::fs::read_to_string(root.join("image.toml")).unwrap();
+        let text = text
+            .replace("\"kernel/", &format!("\"{}/kernel/", root.display()))
+            .replace("\"esp/", &format!("\"{}/esp/", root.display()))
+            .replace(
+                "dir = \"workload\"",
+                &format!("dir = \"{}/workload\"", root.display()),
+            );
+        let p = write(&d, "image.toml", &text);
+        let err = format!("{:#}", Spec::load(&p, None).unwrap_err());
+        assert!(err.contains("[rootfs] overlay"), "{err}");
+        assert!(
+            err.contains(&d.join("rootfs").display().to_string()),
+            "{err}"
+        );
+    }
+}

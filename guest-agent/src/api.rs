@@ -1,0 +1,198 @@
+//! The attestation API (HTTP, JSON).
+//!
+//! | Request                  | Response                                                          |
+//! |--------------------------|-------------------------------------------------------------------|
+//! | `GET /health`            | `{"status":"ok"}`                                                 |
+//! | `GET /pcrs`              | `{"sha256":{"0":"<hex>",…,"23":"<hex>"}}` read from the TPM now   |
+//! | `GET /eventlog`          | the firmware's TCG event log (binary), `application/octet-stream` |
+//! | `GET /eventlog/runtime`  | the init's PCR 23 log (JSON lines), `application/x-ndjson`        |
+//! | `GET /workload`          | `{"name":…,"services":[{name,state,pid,restarts,restart,last_exit}]}` |
+//!
+//! Every error is `{"error":"…"}` with a status that says whose fault it is: 404 unknown path or
+//! missing log file, 405 wrong method, 503 TPM unavailable, 500 anything else. Malformed HTTP is
+//! rejected by hyper with 400 before it reaches a handler.
+//!
+//! The same router is served on the external port (8000) and on loopback (7999) for the workload's
+//! sidecar use; nothing here mutates state, so both get the same read-only view.
+
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::supervisor::{Supervisor, WorkloadStatus};
+use crate::tpm::{read_sha256_pcrs, PcrValues, TpmSource};
+
+/// Media type of the runtime log (one JSON object per line).
+const NDJSON: &str = "application/x-ndjson";
+const OCTET_STREAM: &str = "application/octet-stream";
+
+/// Where the API finds its data.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub tpm: TpmSource,
+    /// The firmware event log, normally `/sys/kernel/security/tpm0/binary_bios_measurements`.
+    pub eventlog: PathBuf,
+    /// The init's PCR 23 log, normally `/run/cvm/runtime-eventlog.jsonl`.
+    pub runtime_eventlog: PathBuf,
+}
+
+/// The workload as the API sees it: running under the supervisor, or failed to load.
+pub enum WorkloadView {
+    Running(Arc<Supervisor>),
+    Failed(String),
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    config: Arc<ApiConfig>,
+    workload: Arc<WorkloadView>,
+}
+
+impl AppState {
+    pub fn new(config: ApiConfig, workload: WorkloadView) -> Self {
+        AppState {
+            config: Arc::new(config),
+            workload: Arc::new(workload),
+        }
+    }
+}
+
+/// An error response: `{"error": message}` with `status`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/pcrs", get(pcrs))
+        .route("/eventlog", get(eventlog))
+        .route("/eventlog/runtime", get(runtime_eventlog))
+        .route("/workload", get(workload))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /pcrs` body. A typed struct, not `json!`: a `serde_json::Value` map would re-sort the PCR
+/// keys as strings.
+#[derive(serde::Serialize)]
+struct PcrsResponse {
+    sha256: PcrValues,
+}
+
+async fn pcrs(State(state): State<AppState>) -> ApiResult<Json<PcrsResponse>> {
+    let source = state.config.tpm.clone();
+    let values = tokio::task::spawn_blocking(move || read_sha256_pcrs(&source))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("PCR read task: {e}"),
+            )
+        })?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;
+    Ok(Json(PcrsResponse { sha256: values }))
+}
+
+async fn eventlog(State(state): State<AppState>) -> ApiResult<Response> {
+    let path = state.config.eventlog.clone();
+    serve_file(
+        path,
+        OCTET_STREAM,
+        "is securityfs mounted and a TPM with an event log present?",
+    )
+    .await
+}
+
+async fn runtime_eventlog(State(state): State<AppState>) -> ApiResult<Response> {
+    let path = state.config.runtime_eventlog.clone();
+    serve_file(
+        path,
+        NDJSON,
+        "the init writes it when it measures the workload",
+    )
+    .await
+}
+
+/// The whole file as the body (event logs are tens of KiB); 404 with `hint` when it is absent.
+async fn serve_file(path: PathBuf, content_type: &'static str, hint: &str) -> ApiResult<Response> {
+    let read_path = path.clone();
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(read_path))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("read task: {e}")))?;
+    match bytes {
+        Ok(bytes) => Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{}: not found ({hint})", path.display()),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading {}: {e}", path.display()),
+        )),
+    }
+}
+
+async fn workload(State(state): State<AppState>) -> ApiResult<Json<WorkloadStatus>> {
+    match state.workload.as_ref() {
+        // Typed, so the JSON keeps the struct's field order.
+        WorkloadView::Running(sup) => Ok(Json(sup.status())),
+        WorkloadView::Failed(msg) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            msg.clone(),
+        )),
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {} (the API is read-only: use GET)",
+            uri.path()
+        ),
+    )
+}
+
+/// Serves `router` on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    axum::serve(listener, router).await
+}

@@ -1,0 +1,7 @@
+//! The measurement model: one definition of what is measured, shared by the builder (which
+//! predicts), the init (which extends) and the agent and verifier (which check).
+
+pub mod boot_config;
+#[cfg(feature = "pe")]
+pub mod pe;
+pub mod workload;

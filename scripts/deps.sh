@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what cvm-image needs on a Debian bookworm machine: the reference tools the tests check our
+# outputs with, and QEMU/OVMF/swtpm for booting. Idempotent: does nothing when all is there.
+set -euo pipefail
+
+packages=(
+  cryptsetup-bin      # veritysetup: dm-verity oracle
+  squashfs-tools      # unsquashfs/mksquashfs: squashfs oracle and benchmark reference
+  dosfstools mtools   # fsck.fat, mtype: ESP oracle
+  gdisk               # sgdisk -v: GPT oracle
+  cpio                # cpio -t: initramfs oracle
+  binutils            # objdump/objcopy: PE oracle
+  sbsigntool osslsigncode  # Authenticode oracles
+  systemd             # systemd-measure: PCR 11 oracle
+  xz-utils zstd kmod  # decompressors and modinfo (module dependency oracle)
+  qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools tpm2-tools  # booting and TPM
+  time                # /usr/bin/time -v for peak-memory figures in make bench
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# Some machines carry qemu-utils from bookworm-backports, which conflicts with bookworm's
+# qemu-system-x86; pin both to bookworm so they install together.
+if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then
+  missing+=("qemu-utils/bookworm")
+fi
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+args=()
+for p in "${missing[@]}"; do
+  case "$p" in
+    qemu-utils) args+=("qemu-utils/bookworm") ;;
+    *) args+=("$p") ;;
+  esac
+done
+$sudo apt-get install -y -qq --no-install-recommends --allow-downgrades "${args[@]}"
