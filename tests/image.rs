@@ -170,3 +170,23 @@ fn pcr11_agrees_with_systemd_measure() {
     data.extend_from_slice(&hex::decode(sha256_hex(b"enter-initrd")).unwrap());
     assert_eq!(first.to_lowercase(), sha256_hex(&data), "systemd-measure output:\n{out}");
 }
+
+#[test]
+fn the_6_1_kernel_builds_too() {
+    let out = scratch("kernel-6.1");
+    let profile = repo().join("kernel/debian-6.1.toml");
+    let o = build(&repo().join("image.toml"), &out, &["--kernel", profile.to_str().unwrap()], None);
+    assert!(o.status.success(), "6.1 build failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["kernel"]["release"], "6.1.0-56-amd64");
+    // On 6.1 the virtio transport is modular: the closure must carry it.
+    let modules = m["initramfs"]["modules"].as_array().unwrap();
+    for needed in ["virtio_pci.ko", "virtio_blk.ko", "dm-verity.ko", "virtio.ko"] {
+        assert!(modules.iter().any(|p| p.as_str().unwrap().ends_with(&format!("/{needed}"))), "{needed} missing: {modules:?}");
+    }
+    ok(Command::new("sgdisk").arg("-v").arg(out.join("disk.raw")));
+    // The base image differs from the 6.12 one, the workload does not.
+    let default = default_image();
+    assert_ne!(m["uki"]["sha256"], default.manifest["uki"]["sha256"]);
+    assert_eq!(m["verity"]["workload"], default.manifest["verity"]["workload"]);
+}

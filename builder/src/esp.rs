@@ -506,6 +506,7 @@ fn fixed_clock(stamp: FatDateTime) -> &'static dyn TimeProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
     use std::path::PathBuf;
     use std::process::{Command, Output};
 
@@ -513,23 +514,6 @@ mod tests {
     /// 2023-11-14T22:13:20Z (`date -u -d @1700000000`).
     const EPOCH: u64 = 1_700_000_000;
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("esp-test-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-        fn path(&self, name: &str) -> PathBuf {
-            self.0.join(name)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// Runs a reference tool; a missing tool fails the test with the package to install.
     fn tool(program: &str, args: &[&str], package: &str) -> Output {
@@ -580,7 +564,7 @@ mod tests {
     #[test]
     fn fsck_clean_and_files_read_back_with_mtools() {
         let tmp = TempDir::new("fsck");
-        let img = tmp.path("esp.img");
+        let img = tmp.join("esp.img");
         let uki = payload(3 * 1024 * 1024 + 123, 1);
         let size = fit_size(uki.len() as u64);
         build(&img, &uki, size);
@@ -662,7 +646,7 @@ mod tests {
     #[test]
     fn volume_id_fat32_and_timestamps_seen_by_reference_tools() {
         let tmp = TempDir::new("ids");
-        let img = tmp.path("esp.img");
+        let img = tmp.join("esp.img");
         build(&img, &payload(1000, 2), fit_size(1000));
         let img_arg = img.to_str().unwrap();
         // Unused space stays a hole: boot sectors, FAT heads and two clusters of data.
@@ -702,7 +686,7 @@ mod tests {
         let tmp = TempDir::new("repro");
         let uki = payload(200_000, 3);
         let size = fit_size(uki.len() as u64);
-        let (a, b) = (tmp.path("a.img"), tmp.path("b.img"));
+        let (a, b) = (tmp.join("a.img"), tmp.join("b.img"));
         build(&a, &uki, size);
         // FAT time has 2-second resolution: a build that read the clock would differ.
         std::thread::sleep(std::time::Duration::from_millis(2100));
@@ -710,7 +694,7 @@ mod tests {
         assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
 
         // Input order does not matter either.
-        let c = tmp.path("c.img");
+        let c = tmp.join("c.img");
         let cmdline = b"console=ttyS0\n";
         let files = [
             EspFile {
@@ -733,7 +717,7 @@ mod tests {
     #[test]
     fn too_small_is_a_clear_error() {
         let tmp = TempDir::new("small");
-        let img = tmp.path("esp.img");
+        let img = tmp.join("esp.img");
         let uki = payload(40 * 1024 * 1024, 4);
         let files = [EspFile {
             path: "EFI/BOOT/BOOTX64.EFI",
@@ -773,7 +757,7 @@ mod tests {
     #[test]
     fn mkfs_fat_agrees_on_the_fat32_minimum() {
         let tmp = TempDir::new("mkfs");
-        let img = tmp.path("ref.img");
+        let img = tmp.join("ref.img");
         let warns_too_few_clusters = |mib: u64| {
             File::create(&img).unwrap().set_len(mib * MIB).unwrap();
             let args = ["-F", "32", "-S", "512", "-s", "1", img.to_str().unwrap()];
@@ -857,7 +841,7 @@ mod tests {
     #[test]
     fn rejects_bad_paths_and_case_duplicates() {
         let tmp = TempDir::new("paths");
-        let img = tmp.path("esp.img");
+        let img = tmp.join("esp.img");
         for bad in ["", "/EFI/X", "EFI//X", "EFI/../X", "EFI\\BOOT\\X"] {
             let files = [EspFile {
                 path: bad,

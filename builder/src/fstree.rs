@@ -12,7 +12,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
 
 /// Path of the root directory; it is always present in a tree.
@@ -420,33 +420,11 @@ fn digest_contents(source: &FileSource) -> Result<(u64, [u8; 32])> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::testutil::TempDir;
     use std::os::unix::fs::symlink;
     use std::process::Command;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    /// A temporary directory removed on drop (test helper; std only).
-    pub(crate) struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub(crate) fn new(tag: &str) -> TempDir {
-            static COUNTER: AtomicU32 = AtomicU32::new(0);
-            let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-            let path =
-                std::env::temp_dir().join(format!("cvm-fstree-{tag}-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-        pub(crate) fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn set_mode(path: &Path, mode: u32) {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
@@ -502,12 +480,14 @@ pub(crate) mod tests {
         }
         let long = format!("/{}", "n".repeat(NAME_MAX + 1));
         assert!(tree.add_dir(&long, 0o755).is_err());
-        assert!(tree
-            .add_dir(&format!("/{}", "n".repeat(NAME_MAX)), 0o755)
-            .is_ok());
-        assert!(tree
-            .add_file("/", FileSource::Bytes(vec![]), 0o644)
-            .is_err());
+        assert!(
+            tree.add_dir(&format!("/{}", "n".repeat(NAME_MAX)), 0o755)
+                .is_ok()
+        );
+        assert!(
+            tree.add_file("/", FileSource::Bytes(vec![]), 0o644)
+                .is_err()
+        );
     }
 
     #[test]
@@ -528,9 +508,10 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("parent /f is a file"), "{e}");
-        assert!(tree
-            .add_file("/f", FileSource::Bytes(vec![]), 0o644)
-            .is_err());
+        assert!(
+            tree.add_file("/f", FileSource::Bytes(vec![]), 0o644)
+                .is_err()
+        );
         assert!(tree.add_symlink("/d", "x").is_err());
         assert!(tree.add_symlink("/s", "").is_err());
         let e = tree.add_dir("/m", 0o40755).unwrap_err().to_string();
@@ -618,9 +599,11 @@ pub(crate) mod tests {
         let file = tmp.path().join("f");
         fs::write(&file, b"x").unwrap();
         assert!(FsTree::new().add_host_dir(&file, "/").is_err());
-        assert!(FsTree::new()
-            .add_host_dir(&tmp.path().join("missing"), "/")
-            .is_err());
+        assert!(
+            FsTree::new()
+                .add_host_dir(&tmp.path().join("missing"), "/")
+                .is_err()
+        );
     }
 
     /// The digest must react to every recorded property and ignore where bytes come from.

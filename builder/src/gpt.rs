@@ -539,29 +539,13 @@ fn placed_from_entry(number: u32, entry: &GPTPartitionEntry) -> Result<PlacedPar
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
     use std::os::unix::fs::MetadataExt;
     use std::process::Command;
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("gpt-test-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-        fn path(&self, name: &str) -> PathBuf {
-            self.0.join(name)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// Runs sgdisk; a missing tool fails the test with the package to install.
     fn sgdisk(args: &[&str]) -> String {
@@ -598,7 +582,7 @@ mod tests {
             std::fs::write(&path, data).unwrap();
             path
         };
-        let workload = tmp.path("workload.img");
+        let workload = tmp.join("workload.img");
         let file = File::create(&workload).unwrap();
         file.set_len(64 * MIB).unwrap();
         file.write_all_at(&pattern(4096, 7), 0).unwrap();
@@ -767,7 +751,7 @@ mod tests {
         long[0].name = "x".repeat(37);
         assert!(err(&long, MIB).contains("UTF-16"));
         let mut missing = parts;
-        missing[2].source = tmp.path("absent");
+        missing[2].source = tmp.join("absent");
         assert!(err(&missing, MIB).contains("absent"));
     }
 
@@ -776,7 +760,7 @@ mod tests {
         let tmp = TempDir::new("disk");
         let parts = sources(&tmp);
         let layout = plan(disk_guid(), &parts, GIB, 0).unwrap();
-        let disk = tmp.path("disk.raw");
+        let disk = tmp.join("disk.raw");
         write_disk(&disk, &layout, &parts).unwrap();
         let disk_arg = disk.to_str().unwrap();
 
@@ -888,7 +872,7 @@ mod tests {
     fn esp_partition_is_readable_inside_the_disk() {
         let tmp = TempDir::new("esp");
         let uki = pattern(300_000, 11);
-        let esp_img = tmp.path("real-esp.img");
+        let esp_img = tmp.join("real-esp.img");
         let esp_size = crate::esp::fit_size(uki.len() as u64);
         let files = [crate::esp::EspFile {
             path: "EFI/BOOT/BOOTX64.EFI",
@@ -899,7 +883,7 @@ mod tests {
         parts[0].source = esp_img;
         parts[0].size = esp_size;
         let layout = plan(disk_guid(), &parts, MIB, 0).unwrap();
-        let disk = tmp.path("disk.raw");
+        let disk = tmp.join("disk.raw");
         write_disk(&disk, &layout, &parts).unwrap();
 
         // mtools addresses a partition by byte offset: IMAGE@@OFFSET.
@@ -929,7 +913,7 @@ mod tests {
         let tmp = TempDir::new("event");
         let parts = sources(&tmp);
         let layout = plan(disk_guid(), &parts, MIB, 0).unwrap();
-        let disk = tmp.path("disk.raw");
+        let disk = tmp.join("disk.raw");
         write_disk(&disk, &layout, &parts).unwrap();
 
         let event = gpt_event_data(&disk).unwrap();
@@ -958,7 +942,7 @@ mod tests {
         let tmp = TempDir::new("repro");
         let parts = sources(&tmp);
         let layout = plan(disk_guid(), &parts, MIB, 0).unwrap();
-        let (a, b) = (tmp.path("a.raw"), tmp.path("b.raw"));
+        let (a, b) = (tmp.join("a.raw"), tmp.join("b.raw"));
         write_disk(&a, &layout, &parts).unwrap();
         // Overwriting an existing, larger file must not leave old bytes behind.
         std::fs::write(&b, vec![0xff; 80 * MIB as usize]).unwrap();
@@ -971,7 +955,7 @@ mod tests {
         let tmp = TempDir::new("mismatch");
         let mut parts = sources(&tmp);
         let layout = plan(disk_guid(), &parts, MIB, 0).unwrap();
-        let disk = tmp.path("disk.raw");
+        let disk = tmp.join("disk.raw");
         assert!(write_disk(&disk, &layout, &parts[..4]).is_err());
         // A source that grew past its partition after planning.
         std::fs::write(&parts[4].source, vec![1u8; 2 * MIB as usize]).unwrap();
@@ -984,13 +968,13 @@ mod tests {
     #[test]
     fn zero_runs_become_holes() {
         let tmp = TempDir::new("holes");
-        let out = File::create(tmp.path("o")).unwrap();
+        let out = File::create(tmp.join("o")).unwrap();
         out.set_len(8 * MIB).unwrap();
         let mut data = vec![0u8; 4 * MIB as usize];
         data[100] = 1;
         data[3 * MIB as usize + 5] = 2;
         write_non_zero(&out, &data, MIB).unwrap();
-        let written = std::fs::read(tmp.path("o")).unwrap();
+        let written = std::fs::read(tmp.join("o")).unwrap();
         assert!(written[MIB as usize..5 * MIB as usize] == data[..]);
         // Two 64 KiB granules hold data; everything else is unallocated.
         assert!(out.metadata().unwrap().blocks() * 512 <= 2 * HOLE_GRANULE as u64);

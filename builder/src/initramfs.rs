@@ -351,6 +351,7 @@ fn zstd_compress(data: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::path::{Path, PathBuf};
@@ -359,22 +360,6 @@ mod tests {
     /// 2023-11-14T22:13:20Z.
     const EPOCH: u32 = 1_700_000_000;
 
-    /// Temporary directory removed on drop.
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            let p = std::env::temp_dir()
-                .join(format!("cvm-initramfs-test-{}-{tag}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).expect("create temp dir");
-            Self(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// Runs a reference tool; a missing tool fails the test with the package to install.
     fn run(cmd: &mut Command, package: &str) -> Vec<u8> {
@@ -477,7 +462,7 @@ mod tests {
     fn gnu_cpio_lists_our_entries_in_our_order() {
         let tmp = TempDir::new("list");
         let archive = write_temp(
-            &tmp.0,
+            tmp.path(),
             "a.cpio",
             &write_cpio(sample_entries(), EPOCH).expect("cpio"),
         );
@@ -516,11 +501,11 @@ mod tests {
     fn gnu_cpio_extracts_same_bytes_modes_and_mtimes() {
         let tmp = TempDir::new("extract");
         let archive = write_temp(
-            &tmp.0,
+            tmp.path(),
             "a.cpio",
             &write_cpio(sample_entries(), EPOCH).expect("cpio"),
         );
-        let root = tmp.0.join("root");
+        let root = tmp.join("root");
         fs::create_dir(&root).expect("mkdir");
         run(
             Command::new("cpio")
@@ -614,10 +599,10 @@ mod tests {
     #[test]
     fn matches_gnu_cpio_reproducible_except_inode_base() {
         let tmp = TempDir::new("gnu");
-        let tree = tmp.0.join("tree");
+        let tree = tmp.join("tree");
         fs::create_dir(&tree).expect("mkdir");
         materialise(&tree, &sample_entries());
-        let gnu_out = tmp.0.join("gnu.cpio");
+        let gnu_out = tmp.join("gnu.cpio");
         let script = "find . -mindepth 1 -printf '%P\\0' | LC_ALL=C sort -z | \
                       cpio -o -H newc --reproducible --null --owner 0:0 --quiet -O \"$1\"";
         run(
@@ -735,7 +720,7 @@ mod tests {
                 "{c:?} is not deterministic"
             );
             assert!(packed.len() < cpio.len(), "{c:?} did not compress");
-            let file = write_temp(&tmp.0, tool, &packed);
+            let file = write_temp(tmp.path(), tool, &packed);
             let unpacked = run(Command::new(tool).args(["-d", "-c"]).arg(&file), package);
             assert!(unpacked == cpio, "{tool} -d output differs from the cpio");
         }
@@ -753,7 +738,7 @@ mod tests {
     fn zstd_frame_has_checksum_and_size() {
         let tmp = TempDir::new("zstdlist");
         let file = write_temp(
-            &tmp.0,
+            tmp.path(),
             "x.zst",
             &compress(&noise(10_000, 3), Compression::Zstd).expect("zstd"),
         );

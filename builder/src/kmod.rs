@@ -545,28 +545,13 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{fixture, TempDir};
     use std::process::Command;
 
     const K612: &str = "linux-image-6.12.117+deb12-amd64/lib/modules/6.12.117+deb12-amd64";
     const K61: &str = "linux-image-6.1.0-56-amd64/lib/modules/6.1.0-56-amd64";
     /// Boot-relevant modules common to both kernels (formats.md §11 consequences).
     const COMMON_SET: [&str; 4] = ["dm-verity", "virtio_blk", "virtio_net", "squashfs"];
-
-    /// Extracted Debian packages: `$CVM_FIXTURES/<rel>` (default target/fixtures, linked by `cvm-image fetch --link-dir`). Missing → test fails.
-    fn fixture(rel: &str) -> PathBuf {
-        let base = std::env::var_os("CVM_FIXTURES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fixtures"))
-            });
-        let path = base.join(rel);
-        assert!(
-            path.is_dir(),
-            "fixture {} is missing: run `make fixtures` (or set CVM_FIXTURES)",
-            path.display()
-        );
-        path
-    }
 
     /// Runs a reference tool; a missing tool fails the test with the package to install.
     fn run(cmd: &mut Command, package: &str) -> String {
@@ -623,22 +608,6 @@ mod tests {
         closure.modules.iter().map(|m| m.name.as_str()).collect()
     }
 
-    /// Temporary directory removed on drop.
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            let p =
-                std::env::temp_dir().join(format!("cvm-kmod-test-{}-{tag}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).expect("create temp dir");
-            Self(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// Oracle: kmod's `depmod` over the fixture (via a symlink, the fixture stays read-only), then
     /// `modprobe --show-depends` per name. Returns (insmod paths relative to the version dir, builtin).
@@ -651,7 +620,7 @@ mod tests {
             .and_then(|n| n.to_str())
             .expect("version dir name");
         let tmp = TempDir::new(&format!("depmod-{version}"));
-        let vdir = tmp.0.join("lib/modules").join(version);
+        let vdir = tmp.join("lib/modules").join(version);
         fs::create_dir_all(&vdir).expect("create oracle tree");
         std::os::unix::fs::symlink(modules_dir.join(KERNEL_SUBDIR), vdir.join(KERNEL_SUBDIR))
             .expect("symlink");
@@ -659,14 +628,14 @@ mod tests {
             fs::copy(modules_dir.join(f), vdir.join(f)).expect("copy module metadata");
         }
         run(
-            Command::new("depmod").arg("-b").arg(&tmp.0).arg(version),
+            Command::new("depmod").arg("-b").arg(tmp.path()).arg(version),
             "kmod",
         );
         let prefix = format!("{}/", vdir.display());
         let (mut insmod, mut builtin) = (BTreeSet::new(), BTreeSet::new());
         for name in wanted {
             let out = run(
-                Command::new("modprobe").arg("-d").arg(&tmp.0).args([
+                Command::new("modprobe").arg("-d").arg(tmp.path()).args([
                     "-S",
                     version,
                     "--show-depends",
@@ -885,7 +854,7 @@ mod tests {
     #[test]
     fn module_from_another_kernel_is_rejected() {
         let tmp = TempDir::new("vermagic");
-        let vdir = tmp.0.join("lib/modules/9.9.9-test");
+        let vdir = tmp.join("lib/modules/9.9.9-test");
         fs::create_dir_all(vdir.join("kernel")).expect("mkdir");
         fs::copy(
             fixture(K612).join("kernel/drivers/md/dm-mod.ko.xz"),
@@ -907,7 +876,7 @@ mod tests {
     #[test]
     fn truncated_module_names_the_file() {
         let tmp = TempDir::new("truncated");
-        let vdir = tmp.0.join("lib/modules/6.12.117+deb12-amd64");
+        let vdir = tmp.join("lib/modules/6.12.117+deb12-amd64");
         fs::create_dir_all(vdir.join("kernel")).expect("mkdir");
         let full = fs::read(fixture(K612).join("kernel/drivers/md/dm-mod.ko.xz")).expect("read");
         fs::write(vdir.join("kernel/dm-mod.ko.xz"), &full[..full.len() / 2]).expect("write");

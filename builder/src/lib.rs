@@ -16,6 +16,7 @@
 //! Every stage is a pure function of its inputs; [`ids`] derives every identifier from content, and
 //! [`stages`] caches the expensive stages by content hash.
 
+pub mod bench;
 pub mod boot;
 pub mod esp;
 pub mod fetch;
@@ -31,6 +32,7 @@ pub mod lockcmd;
 pub mod manifest;
 pub mod output;
 pub mod pipeline;
+pub mod qemu;
 pub mod rootfs;
 pub mod spec;
 pub mod squashfs;
@@ -38,3 +40,6 @@ pub mod stages;
 pub mod uki;
 pub mod verity;
 pub mod verity_image;
+
+#[cfg(test)]
+mod testutil;

@@ -1,8 +1,8 @@
 //! `cvm-image`: build confidential-VM disk images reproducibly and predict what they measure.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use cvm_image::{fetch, inspect, lockcmd, pipeline, spec::Spec};
+use cvm_image::{fetch, inspect, lockcmd, pipeline, qemu, spec::Spec};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -88,6 +88,29 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Boot OUT/disk.raw under QEMU + OVMF + swtpm and wait until the guest agent is healthy.
+    ///
+    /// The firmware is the spec's pinned OVMF (a private copy of its variable store per run); the disk
+    /// is attached with snapshot=on, so the image is never modified. The agent (guest port 8000) and
+    /// the workload (guest port 8080) are forwarded to free ports on 127.0.0.1, printed at start. The
+    /// serial console goes to the terminal and to OUT/console.log. Without --detach the VM runs until
+    /// the guest powers off or Ctrl-C; with --detach the command returns once the agent is healthy and
+    /// `cvm-image stop` ends the VM. Needs qemu-system-x86_64 and swtpm (`make deps`).
+    Run(qemu::RunArgs),
+    /// Decode a TCG event log (firmware log from securityfs, TDX CCEL): events and replayed PCRs/MRs.
+    ///
+    /// Reads the crypto-agile format (and legacy SHA-1 logs), prints every event with its register,
+    /// type, digests and a readable description, then the value of every register per bank as the
+    /// log replays to.
+    Eventlog {
+        /// The binary log, e.g. /sys/kernel/security/tpm0/binary_bios_measurements.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a VM started with `cvm-image run` (ACPI power button, then terminate).
+    Stop(qemu::StopArgs),
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -131,6 +154,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             inspect::inspect(&disk, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Run(args) => qemu::run(&args),
+        Cmd::Eventlog { file, json } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let log = cvm_measure::eventlog::parse(&bytes).with_context(|| format!("{} is not a TCG event log", file.display()))?;
+            if json {
+                println!("{}", cvm_measure::eventlog::render_json(&log));
+            } else {
+                print!("{}", cvm_measure::eventlog::render_text(&log));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Stop(args) => qemu::stop(&args),
     }
 }
 

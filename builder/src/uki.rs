@@ -500,14 +500,9 @@ fn added_sizes(added: &[SectionHeader]) -> Result<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::fixture;
     use std::path::{Path, PathBuf};
     use std::process::{Command, Output};
-
-    fn fixture(rel: &str) -> PathBuf {
-        let root = std::env::var_os("CVM_FIXTURES")
-            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fixtures").into());
-        PathBuf::from(root).join(rel)
-    }
 
     const STUB: &str = "systemd-boot-efi/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
     const KERNEL_6_1: &str = "linux-image-6.1.0-56-amd64/boot/vmlinuz-6.1.0-56-amd64";

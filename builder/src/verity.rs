@@ -482,6 +482,7 @@ fn le_u32(buf: &[u8], offset: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
     use std::path::PathBuf;
     use std::process::{Command, Output};
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -505,29 +506,6 @@ mod tests {
         }
     }
 
-    /// A directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            static COUNTER: AtomicU32 = AtomicU32::new(0);
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("verity-test-{}-{tag}-{n}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("create temp dir");
-            TempDir(dir)
-        }
-
-        fn path(&self, name: &str) -> PathBuf {
-            self.0.join(name)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// Deterministic pseudo-random data (splitmix64); every 5th block and block 2 are all zero,
     /// so identical blocks and zero blocks both occur.
@@ -605,10 +583,10 @@ mod tests {
     fn assert_matches_veritysetup(blocks: u64) {
         let dir = TempDir::new(&format!("match{blocks}"));
         let (data, ours, ours3, theirs) = (
-            dir.path("data"),
-            dir.path("ours"),
-            dir.path("ours3"),
-            dir.path("theirs"),
+            dir.join("data"),
+            dir.join("ours"),
+            dir.join("ours3"),
+            dir.join("theirs"),
         );
         write_pattern(&data, blocks, blocks);
         let root = reference_format(&data, &theirs);
@@ -688,7 +666,7 @@ mod tests {
     #[test]
     fn veritysetup_verify_accepts_output_and_detects_corruption() {
         let dir = TempDir::new("verify");
-        let (data, hash) = (dir.path("data"), dir.path("hash"));
+        let (data, hash) = (dir.join("data"), dir.join("hash"));
         write_pattern(&data, 300, 7);
         let info = format(&data, &hash, &params()).expect("format");
         assert!(
@@ -712,7 +690,7 @@ mod tests {
     #[test]
     fn rejects_data_not_a_multiple_of_the_block_size() {
         let dir = TempDir::new("unaligned");
-        let (data, hash) = (dir.path("odd.img"), dir.path("hash"));
+        let (data, hash) = (dir.join("odd.img"), dir.join("hash"));
         std::fs::write(&data, vec![1u8; 4097]).expect("write data");
         let err = format!("{:#}", format(&data, &hash, &params()).unwrap_err());
         assert!(
@@ -726,7 +704,7 @@ mod tests {
         let err = format!("{:#}", format(&data, &hash, &params()).unwrap_err());
         assert!(err.contains("odd.img") && err.contains("empty"), "{err}");
 
-        let missing = dir.path("missing.img");
+        let missing = dir.join("missing.img");
         let err = format!("{:#}", format(&missing, &hash, &params()).unwrap_err());
         assert!(err.contains("missing.img"), "{err}");
     }
@@ -734,7 +712,7 @@ mod tests {
     #[test]
     fn parse_superblock_reads_veritysetup_output() {
         let dir = TempDir::new("sb");
-        let (data, hash) = (dir.path("data"), dir.path("hash"));
+        let (data, hash) = (dir.join("data"), dir.join("hash"));
         write_pattern(&data, 74, 3);
         reference_format(&data, &hash);
         let bytes = std::fs::read(&hash).expect("read hash");
@@ -769,7 +747,7 @@ mod tests {
     #[test]
     fn table_line_and_json() {
         let dir = TempDir::new("table");
-        let (data, ours, theirs) = (dir.path("data"), dir.path("ours"), dir.path("theirs"));
+        let (data, ours, theirs) = (dir.join("data"), dir.join("ours"), dir.join("theirs"));
         write_pattern(&data, 74, 11);
         let root = hex::encode(reference_format(&data, &theirs));
         let info = format(&data, &ours, &params()).expect("format");

@@ -2,6 +2,7 @@
 //! predicts), the init (which extends) and the agent and verifier (which check).
 
 pub mod boot_config;
+pub mod eventlog;
 #[cfg(feature = "pe")]
 pub mod pe;
 pub mod workload;

@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub fn cvm_image() -> PathBuf {
@@ -17,7 +20,9 @@ pub fn cvm_image() -> PathBuf {
 
 /// A fresh scratch directory under the target dir (kept after the run for post-mortems).
 pub fn scratch(name: &str) -> PathBuf {
-    let d = repo().join("target/test-scratch").join(format!("{name}-{}", std::process::id()));
+    let d = repo()
+        .join("target/test-scratch")
+        .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -26,7 +31,8 @@ pub fn scratch(name: &str) -> PathBuf {
 /// Run a command; panic with its output when it cannot start (a missing tool is a failure, not a skip).
 pub fn run(cmd: &mut Command) -> Output {
     let shown = format!("{cmd:?}");
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {shown}: {e} (run `make deps`)"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e} (run `make deps`)"))
 }
 
 /// Run a command that must succeed; returns stdout.
@@ -46,7 +52,12 @@ pub fn ok(cmd: &mut Command) -> String {
 /// `cvm-image build` of `spec` into `out`, with the given cache; returns the process output.
 pub fn build(spec: &Path, out: &Path, extra: &[&str], cache: Option<&Path>) -> Output {
     let mut cmd = Command::new(cvm_image());
-    cmd.arg("build").arg("--spec").arg(spec).arg("--out").arg(out).args(extra);
+    cmd.arg("build")
+        .arg("--spec")
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
     if let Some(c) = cache {
         cmd.env("CVM_IMAGE_CACHE", c);
     }
@@ -76,7 +87,11 @@ impl Built {
     pub fn extract_partition(&self, name: &str, dest: &Path, whole: bool) {
         let p = self.partition(name);
         let first = p["first_lba"].as_u64().unwrap();
-        let bytes = if whole { p["size_bytes"].as_u64().unwrap() } else { p["content_bytes"].as_u64().unwrap() };
+        let bytes = if whole {
+            p["size_bytes"].as_u64().unwrap()
+        } else {
+            p["content_bytes"].as_u64().unwrap()
+        };
         assert_eq!(bytes % 512, 0);
         ok(Command::new("dd")
             .arg(format!("if={}", self.disk().display()))
@@ -99,7 +114,8 @@ pub fn default_image() -> &'static Built {
             "default build failed:\n{}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let manifest: Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
         Built { out, manifest }
     })
 }

@@ -1,0 +1,201 @@
+//! The QEMU command line of a run: one pure function, so that what we boot is reviewable and tested.
+//!
+//! Choices, and why:
+//! * `-nodefaults`: no default NIC (its iPXE option ROM would add a PXE boot option), no CD-ROM, no
+//!   VGA, no monitor; everything the VM has is listed here.
+//! * q35 + OVMF as two pflash drives: CODE read-only, VARS a private copy (the firmware writes boot
+//!   variables to it; the system or cache file must never change).
+//! * The disk is `snapshot=on`: QEMU writes into a temporary overlay and the image file stays
+//!   byte-identical, so a run cannot change what was measured. `bootindex=1` makes it the first
+//!   boot option.
+//! * virtio-net with `romfile=` (empty): no iPXE ROM, so no network boot option is even created. A
+//!   failed PXE attempt before the disk would add "Returning from EFI Application from Boot Option"
+//!   and a second "Calling …" event to PCR 4 (measured-boot.md §4) and break the prediction.
+//! * User networking with the guest's agent (8000) and workload (8080) ports forwarded to 127.0.0.1.
+//! * TPM 2.0 via swtpm on a CRB interface (`tpm-crb`, the TPM 2.0 native interface; OVMF and the
+//!   Linux kernel drive it without modules).
+//! * Serial console into a file that the runner follows (see [`super::console`]); QMP on a unix socket
+//!   for `system_powerdown`. `-no-reboot`: a guest reboot ends the run like a power-off.
+//!
+//! Option values are comma-separated in QEMU's syntax; commas inside paths are escaped by doubling.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The guest's attestation API port (DESIGN §3).
+pub const GUEST_AGENT_PORT: u16 = 8000;
+/// The example workload's HTTP port.
+pub const GUEST_WORKLOAD_PORT: u16 = 8080;
+
+/// The QEMU accelerator.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Software emulation: works everywhere, including inside VMs without nested virtualisation.
+    Tcg,
+    /// Hardware virtualisation through /dev/kvm.
+    Kvm,
+}
+
+/// One `hostfwd`: 127.0.0.1:`host` → guest:`guest` (TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub host: u16,
+    pub guest: u16,
+}
+
+/// Everything the QEMU command line depends on.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub ovmf_code: PathBuf,
+    /// The run's private copy of the VARS template.
+    pub ovmf_vars: PathBuf,
+    pub disk: PathBuf,
+    pub tpm_socket: PathBuf,
+    pub qmp_socket: PathBuf,
+    pub console_log: PathBuf,
+    pub forwards: Vec<Forward>,
+}
+
+/// Escapes a path for a QEMU option value: ',' is the separator and is written as ",,".
+fn q(path: &Path) -> String {
+    path.to_string_lossy().replace(',', ",,")
+}
+
+/// The arguments after the program name.
+pub fn args(c: &QemuConfig) -> Vec<OsString> {
+    let mut a: Vec<String> = vec!["-nodefaults".into(), "-no-user-config".into()];
+    let mut opt = |k: &str, v: String| {
+        a.push(k.into());
+        a.push(v);
+    };
+    opt("-machine", "q35".into());
+    match c.accel {
+        Accel::Tcg => opt("-accel", "tcg".into()),
+        Accel::Kvm => {
+            opt("-accel", "kvm".into());
+            opt("-cpu", "host".into());
+        }
+    }
+    opt("-m", c.memory_mib.to_string());
+    opt("-smp", c.cpus.to_string());
+    opt("-display", "none".into());
+    opt(
+        "-drive",
+        format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            q(&c.ovmf_code)
+        ),
+    );
+    opt(
+        "-drive",
+        format!("if=pflash,format=raw,unit=1,file={}", q(&c.ovmf_vars)),
+    );
+    opt(
+        "-drive",
+        format!(
+            "if=none,id=disk0,format=raw,snapshot=on,file={}",
+            q(&c.disk)
+        ),
+    );
+    opt("-device", "virtio-blk-pci,drive=disk0,bootindex=1".into());
+    let mut netdev = "user,id=net0".to_string();
+    for f in &c.forwards {
+        netdev.push_str(&format!(
+            ",hostfwd=tcp:{}:{}-:{}",
+            super::ports::LOOPBACK,
+            f.host,
+            f.guest
+        ));
+    }
+    opt("-netdev", netdev);
+    opt("-device", "virtio-net-pci,netdev=net0,romfile=".into());
+    opt(
+        "-chardev",
+        format!("socket,id=chrtpm,path={}", q(&c.tpm_socket)),
+    );
+    opt("-tpmdev", "emulator,id=tpm0,chardev=chrtpm".into());
+    opt("-device", "tpm-crb,tpmdev=tpm0".into());
+    opt(
+        "-chardev",
+        format!("file,id=console,path={}", q(&c.console_log)),
+    );
+    opt("-serial", "chardev:console".into());
+    opt(
+        "-chardev",
+        format!("socket,id=qmp,path={},server=on,wait=off", q(&c.qmp_socket)),
+    );
+    opt("-mon", "chardev=qmp,mode=control".into());
+    a.push("-no-reboot".into());
+    a.into_iter().map(OsString::from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> QemuConfig {
+        QemuConfig {
+            accel: Accel::Tcg,
+            memory_mib: 1024,
+            cpus: 1,
+            ovmf_code: "/fw/OVMF_CODE_4M.fd".into(),
+            ovmf_vars: "/run/x/OVMF_VARS.fd".into(),
+            disk: "/out,1/disk.raw".into(),
+            tpm_socket: "/run/x/swtpm.sock".into(),
+            qmp_socket: "/run/x/qmp.sock".into(),
+            console_log: "/out,1/console.log".into(),
+            forwards: vec![
+                Forward {
+                    host: 40000,
+                    guest: 8000,
+                },
+                Forward {
+                    host: 40001,
+                    guest: 8080,
+                },
+            ],
+        }
+    }
+
+    fn joined(c: &QemuConfig) -> String {
+        args(c)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn command_line_boots_the_disk_first_without_pxe_and_never_writes_the_image() {
+        let s = joined(&config());
+        for want in [
+            "-nodefaults",
+            "-machine q35 -accel tcg -m 1024 -smp 1",
+            "-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/OVMF_CODE_4M.fd",
+            "-drive if=pflash,format=raw,unit=1,file=/run/x/OVMF_VARS.fd",
+            // Commas in paths doubled; snapshot=on keeps the image unchanged.
+            "-drive if=none,id=disk0,format=raw,snapshot=on,file=/out,,1/disk.raw",
+            "-device virtio-blk-pci,drive=disk0,bootindex=1",
+            "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40000-:8000,hostfwd=tcp:127.0.0.1:40001-:8080",
+            "-device virtio-net-pci,netdev=net0,romfile= ",
+            "-chardev socket,id=chrtpm,path=/run/x/swtpm.sock -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-crb,tpmdev=tpm0",
+            "-chardev file,id=console,path=/out,,1/console.log -serial chardev:console",
+            "-chardev socket,id=qmp,path=/run/x/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control",
+            "-no-reboot",
+        ] {
+            assert!(s.contains(want), "missing {want:?} in\n{s}");
+        }
+        assert!(!s.contains("-cpu"), "{s}");
+        let kvm = joined(&QemuConfig {
+            accel: Accel::Kvm,
+            ..config()
+        });
+        assert!(kvm.contains("-accel kvm -cpu host"), "{kvm}");
+    }
+}
