@@ -6,7 +6,14 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const REPO_ENTRIES: &[&str] = &["image.toml", "cvm-image.lock", "workload", "rootfs", "esp", "kernel"];
+const REPO_ENTRIES: &[&str] = &[
+    "image.toml",
+    "cvm-image.lock",
+    "workload",
+    "rootfs",
+    "esp",
+    "kernel",
+];
 
 /// A spec directory next to the repository's sources, with `edit` applied to one of its files.
 fn spec_copy(name: &str, file: &str, edit: impl Fn(String) -> String) -> PathBuf {
@@ -40,38 +47,63 @@ fn expect_failure(dir: &Path, needles: &[&str]) -> String {
         assert!(stderr.contains(n), "error message lacks {n:?}:\n{stderr}");
     }
     for f in ["disk.raw", "uki.efi", "manifest.json"] {
-        assert!(!out.join(f).exists(), "{f} left behind after a failed build");
+        assert!(
+            !out.join(f).exists(),
+            "{f} left behind after a failed build"
+        );
     }
     if out.exists() {
-        let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert!(left.is_empty(), "files left in the output directory: {left:?}");
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "files left in the output directory: {left:?}"
+        );
     }
     stderr
 }
 
 #[test]
 fn missing_file_is_named() {
-    let dir = spec_copy("missing-file", "image.toml", |t| t.replace("esp/os-release", "esp/no-such-os-release"));
-    expect_failure(&dir, &["[uki] os_release", "no-such-os-release", "image.toml"]);
+    let dir = spec_copy("missing-file", "image.toml", |t| {
+        t.replace("esp/os-release", "esp/no-such-os-release")
+    });
+    expect_failure(
+        &dir,
+        &["[uki] os_release", "no-such-os-release", "image.toml"],
+    );
 }
 
 #[test]
 fn unknown_key_is_named_with_its_line() {
-    let dir = spec_copy("unknown-key", "image.toml", |t| t.replace("[rootfs]\n", "[rootfs]\nsize = 1\n"));
-    let line = std::fs::read_to_string(dir.join("image.toml")).unwrap().lines().position(|l| l == "size = 1").unwrap() + 1;
+    let dir = spec_copy("unknown-key", "image.toml", |t| {
+        t.replace("[rootfs]\n", "[rootfs]\nsize = 1\n")
+    });
+    let line = std::fs::read_to_string(dir.join("image.toml"))
+        .unwrap()
+        .lines()
+        .position(|l| l == "size = 1")
+        .unwrap()
+        + 1;
     expect_failure(&dir, &["image.toml", "size", &format!("line {line}")]);
 }
 
 #[test]
 fn partition_too_small_says_how_much_is_needed() {
-    let dir = spec_copy("too-small", "image.toml", |t| t.replace("root = \"fit\"", "root = \"4KiB\""));
+    let dir = spec_copy("too-small", "image.toml", |t| {
+        t.replace("root = \"fit\"", "root = \"4KiB\"")
+    });
     expect_failure(&dir, &["[partitions] root", "needs", "\"fit\""]);
 }
 
 #[test]
 fn corrupt_stub_is_refused() {
     // The ELF build of the stub sits in the same package: a real file that is not a PE image.
-    let dir = spec_copy("corrupt-stub", "image.toml", |t| t.replace("linuxx64.efi.stub", "linuxx64.elf.stub"));
+    let dir = spec_copy("corrupt-stub", "image.toml", |t| {
+        t.replace("linuxx64.efi.stub", "linuxx64.elf.stub")
+    });
     expect_failure(&dir, &["systemd-stub", "linuxx64.elf.stub"]);
 }
 

@@ -9,8 +9,19 @@ use std::process::Command;
 
 /// Entries of the repository a build needs (sources of the guest crates, spec, inputs).
 const REPO_ENTRIES: &[&str] = &[
-    "Cargo.toml", "Cargo.lock", "image.toml", "cvm-image.lock", "builder", "measure", "tpm", "initrd",
-    "guest-agent", "workload", "rootfs", "esp", "kernel",
+    "Cargo.toml",
+    "Cargo.lock",
+    "image.toml",
+    "cvm-image.lock",
+    "builder",
+    "measure",
+    "tpm",
+    "initrd",
+    "guest-agent",
+    "workload",
+    "rootfs",
+    "esp",
+    "kernel",
 ];
 
 /// Copy the parts of the repository a build needs into `dest`.
@@ -36,7 +47,11 @@ fn manifest(out: &Path) -> Value {
 }
 
 fn assert_built(o: &std::process::Output, what: &str) {
-    assert!(o.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -54,9 +69,15 @@ fn two_builds_in_different_directories_are_byte_identical() {
     let o = build(&copy.join("image.toml"), &out, &[], Some(&cache));
     assert_built(&o, "second build");
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!stderr.contains("reused cached result"), "the second build must not reuse stages:\n{stderr}");
+    assert!(
+        !stderr.contains("reused cached result"),
+        "the second build must not reuse stages:\n{stderr}"
+    );
     for f in ["disk.raw", "uki.efi", "manifest.json"] {
-        let (a, b) = (std::fs::read(first.out.join(f)).unwrap(), std::fs::read(out.join(f)).unwrap());
+        let (a, b) = (
+            std::fs::read(first.out.join(f)).unwrap(),
+            std::fs::read(out.join(f)).unwrap(),
+        );
         assert!(a == b, "{f} differs between the two builds");
     }
 }
@@ -75,18 +96,37 @@ fn changing_only_the_workload_keeps_the_base_image() {
     let started = std::time::Instant::now();
     let o = build(&copy.join("image.toml"), &out, &[], None);
     assert_built(&o, "workload-changed build");
-    eprintln!("rebuild with a changed workload took {:.2} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "rebuild with a changed workload took {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     for stage in ["root-squashfs-verity", "initramfs", "uki", "esp"] {
-        assert!(stderr.contains(&format!("{stage}: reused cached result")), "{stage} was rebuilt:\n{stderr}");
+        assert!(
+            stderr.contains(&format!("{stage}: reused cached result")),
+            "{stage} was rebuilt:\n{stderr}"
+        );
     }
-    assert_eq!(std::fs::read(first.out.join("uki.efi")).unwrap(), std::fs::read(out.join("uki.efi")).unwrap());
+    assert_eq!(
+        std::fs::read(first.out.join("uki.efi")).unwrap(),
+        std::fs::read(out.join("uki.efi")).unwrap()
+    );
     let second = manifest(&out);
     let part = |m: &Value, name: &str| {
-        m["partitions"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone()
+        m["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
     };
     for same in ["esp", "root-x86-64", "root-x86-64-verity"] {
-        assert_eq!(part(&first.manifest, same), part(&second, same), "{same} changed");
+        assert_eq!(
+            part(&first.manifest, same),
+            part(&second, same),
+            "{same} changed"
+        );
     }
     for changed in ["workload", "workload-verity"] {
         assert_ne!(
@@ -95,6 +135,12 @@ fn changing_only_the_workload_keeps_the_base_image() {
             "{changed} did not change"
         );
     }
-    assert_ne!(first.manifest["measurements"]["pcr23"], second["measurements"]["pcr23"]);
-    assert_eq!(first.manifest["measurements"]["pcr11"], second["measurements"]["pcr11"]);
+    assert_ne!(
+        first.manifest["measurements"]["pcr23"],
+        second["measurements"]["pcr23"]
+    );
+    assert_eq!(
+        first.manifest["measurements"]["pcr11"],
+        second["measurements"]["pcr11"]
+    );
 }

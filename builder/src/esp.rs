@@ -514,7 +514,6 @@ mod tests {
     /// 2023-11-14T22:13:20Z (`date -u -d @1700000000`).
     const EPOCH: u64 = 1_700_000_000;
 
-
     /// Runs a reference tool; a missing tool fails the test with the package to install.
     fn tool(program: &str, args: &[&str], package: &str) -> Output {
         Command::new(program)

@@ -12,7 +12,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
 /// Path of the root directory; it is always present in a tree.
@@ -425,7 +425,6 @@ pub(crate) mod tests {
     use std::process::Command;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-
     fn set_mode(path: &Path, mode: u32) {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
     }
@@ -480,14 +479,12 @@ pub(crate) mod tests {
         }
         let long = format!("/{}", "n".repeat(NAME_MAX + 1));
         assert!(tree.add_dir(&long, 0o755).is_err());
-        assert!(
-            tree.add_dir(&format!("/{}", "n".repeat(NAME_MAX)), 0o755)
-                .is_ok()
-        );
-        assert!(
-            tree.add_file("/", FileSource::Bytes(vec![]), 0o644)
-                .is_err()
-        );
+        assert!(tree
+            .add_dir(&format!("/{}", "n".repeat(NAME_MAX)), 0o755)
+            .is_ok());
+        assert!(tree
+            .add_file("/", FileSource::Bytes(vec![]), 0o644)
+            .is_err());
     }
 
     #[test]
@@ -508,10 +505,9 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("parent /f is a file"), "{e}");
-        assert!(
-            tree.add_file("/f", FileSource::Bytes(vec![]), 0o644)
-                .is_err()
-        );
+        assert!(tree
+            .add_file("/f", FileSource::Bytes(vec![]), 0o644)
+            .is_err());
         assert!(tree.add_symlink("/d", "x").is_err());
         assert!(tree.add_symlink("/s", "").is_err());
         let e = tree.add_dir("/m", 0o40755).unwrap_err().to_string();
@@ -599,11 +595,9 @@ pub(crate) mod tests {
         let file = tmp.path().join("f");
         fs::write(&file, b"x").unwrap();
         assert!(FsTree::new().add_host_dir(&file, "/").is_err());
-        assert!(
-            FsTree::new()
-                .add_host_dir(&tmp.path().join("missing"), "/")
-                .is_err()
-        );
+        assert!(FsTree::new()
+            .add_host_dir(&tmp.path().join("missing"), "/")
+            .is_err());
     }
 
     /// The digest must react to every recorded property and ignore where bytes come from.

@@ -546,7 +546,6 @@ mod tests {
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
 
-
     /// Runs sgdisk; a missing tool fails the test with the package to install.
     fn sgdisk(args: &[&str]) -> String {
         let out = Command::new("sgdisk")

@@ -360,7 +360,6 @@ mod tests {
     /// 2023-11-14T22:13:20Z.
     const EPOCH: u32 = 1_700_000_000;
 
-
     /// Runs a reference tool; a missing tool fails the test with the package to install.
     fn run(cmd: &mut Command, package: &str) -> Vec<u8> {
         let out = cmd.output().unwrap_or_else(|e| {

@@ -608,7 +608,6 @@ mod tests {
         closure.modules.iter().map(|m| m.name.as_str()).collect()
     }
 
-
     /// Oracle: kmod's `depmod` over the fixture (via a symlink, the fixture stays read-only), then
     /// `modprobe --show-depends` per name. Returns (insmod paths relative to the version dir, builtin).
     fn modprobe_show_depends(
@@ -628,7 +627,10 @@ mod tests {
             fs::copy(modules_dir.join(f), vdir.join(f)).expect("copy module metadata");
         }
         run(
-            Command::new("depmod").arg("-b").arg(tmp.path()).arg(version),
+            Command::new("depmod")
+                .arg("-b")
+                .arg(tmp.path())
+                .arg(version),
             "kmod",
         );
         let prefix = format!("{}/", vdir.display());

@@ -18,8 +18,10 @@
 
 pub mod bench;
 pub mod boot;
+pub mod deploy;
 pub mod esp;
 pub mod fetch;
+pub mod formats;
 pub mod fstree;
 pub mod gpt;
 pub mod guest;

@@ -49,6 +49,11 @@ enum Cmd {
         /// Input and stage cache directory.
         #[arg(long, env = "CVM_IMAGE_CACHE")]
         cache: Option<PathBuf>,
+        /// Also write the artifact of these targets (repeatable): qemu → disk.qcow2, gcp → gcp-disk.tar.gz,
+        /// aws → aws-disk.vmdk (streamOptimized), azure → azure-disk.vhd (fixed). disk.raw is sized to
+        /// satisfy every target's rule (a whole GiB for GCP, a whole MiB for Azure).
+        #[arg(long = "target", value_name = "TARGET")]
+        targets: Vec<cvm_image::formats::Target>,
     },
     /// Resolve the spec's Debian packages to exact versions and sha256 and write cvm-image.lock.
     ///
@@ -97,6 +102,9 @@ enum Cmd {
     /// the guest powers off or Ctrl-C; with --detach the command returns once the agent is healthy and
     /// `cvm-image stop` ends the VM. Needs qemu-system-x86_64 and swtpm (`make deps`).
     Run(qemu::RunArgs),
+    /// Print (and with --execute run) the gcloud / aws / az commands that upload the image and create a
+    /// confidential VM with vTPM and Secure Boot.
+    Deploy(cvm_image::deploy::DeployArgs),
     /// Decode a TCG event log (firmware log from securityfs, TDX CCEL): events and replayed PCRs/MRs.
     ///
     /// Reads the crypto-agile format (and legacy SHA-1 logs), prints every event with its register,
@@ -121,9 +129,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             kernel,
             lock,
             cache,
+            targets,
         } => {
             let spec = Spec::load(&spec, kernel.as_deref())?;
-            let opts = pipeline::Options::new(&spec, out, lock, cache);
+            let mut opts = pipeline::Options::new(&spec, out, lock, cache);
+            opts.targets = targets;
             let result = pipeline::build(&spec, &opts)?;
             result.print_summary();
             Ok(ExitCode::SUCCESS)
@@ -155,9 +165,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run(args) => qemu::run(&args),
+        Cmd::Deploy(args) => {
+            args.run()?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Eventlog { file, json } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let log = cvm_measure::eventlog::parse(&bytes).with_context(|| format!("{} is not a TCG event log", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let log = cvm_measure::eventlog::parse(&bytes)
+                .with_context(|| format!("{} is not a TCG event log", file.display()))?;
             if json {
                 println!("{}", cvm_measure::eventlog::render_json(&log));
             } else {

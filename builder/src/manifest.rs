@@ -158,6 +158,8 @@ pub struct Parts<'a> {
     pub uki: &'a Uki,
     pub esp: &'a EspImage,
     pub disk: &'a Path,
+    /// (final name, temporary path) of each CSP/VMM artifact.
+    pub artifacts: &'a [(String, std::path::PathBuf)],
 }
 
 impl Manifest {
@@ -320,18 +322,7 @@ pub fn assemble(p: Parts) -> Result<Manifest> {
             source_date_epoch: spec.image.source_date_epoch,
         },
         inputs: inputs(&p)?,
-        outputs: vec![
-            Output {
-                path: "disk.raw".into(),
-                sha256: disk_sha,
-                size: p.layout.size_bytes,
-            },
-            Output {
-                path: "uki.efi".into(),
-                sha256: p.uki.meta.sha256.clone(),
-                size: p.uki.meta.size,
-            },
-        ],
+        outputs: outputs(&p, disk_sha)?,
         disk: DiskInfo {
             guid: p.layout.disk_guid.to_string(),
             size_bytes: p.layout.size_bytes,
@@ -369,6 +360,32 @@ pub fn assemble(p: Parts) -> Result<Manifest> {
             },
         },
     })
+}
+
+fn outputs(p: &Parts, disk_sha: String) -> Result<Vec<Output>> {
+    let mut v = vec![
+        Output {
+            path: "disk.raw".into(),
+            sha256: disk_sha,
+            size: p.layout.size_bytes,
+        },
+        Output {
+            path: "uki.efi".into(),
+            sha256: p.uki.meta.sha256.clone(),
+            size: p.uki.meta.size,
+        },
+    ];
+    for (name, path) in p.artifacts {
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("cannot stat {}", path.display()))?
+            .len();
+        v.push(Output {
+            path: name.clone(),
+            sha256: hex::encode(ids::sha256_file(path)?),
+            size,
+        });
+    }
+    Ok(v)
 }
 
 /// sha256 and length of what was written into a partition, from the stage metadata.

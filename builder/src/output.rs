@@ -8,7 +8,15 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Names a build may produce; removed at the start of every build.
-pub const FINAL_OUTPUTS: &[&str] = &["disk.raw", "uki.efi", "manifest.json"];
+pub const FINAL_OUTPUTS: &[&str] = &[
+    "disk.raw",
+    "uki.efi",
+    "manifest.json",
+    "disk.qcow2",
+    "gcp-disk.tar.gz",
+    "aws-disk.vmdk",
+    "azure-disk.vhd",
+];
 
 pub struct OutputDir {
     dir: PathBuf,

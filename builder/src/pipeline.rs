@@ -5,6 +5,7 @@
 //! itself is always re-assembled (cheap: it is a sparse copy of the partition images).
 
 use crate::fetch;
+use crate::formats::{self, Target};
 use crate::gpt::{self, PartitionPlan};
 use crate::guest::{self, GuestBinaries};
 use crate::manifest::{self, Manifest};
@@ -20,6 +21,8 @@ pub struct Options {
     pub out: PathBuf,
     pub lock: PathBuf,
     pub cache: PathBuf,
+    /// Cloud/VMM artifacts to write beside disk.raw.
+    pub targets: Vec<Target>,
 }
 
 impl Options {
@@ -28,6 +31,7 @@ impl Options {
             out,
             lock: lock.unwrap_or_else(|| spec.dir.join(fetch::LOCK_FILE)),
             cache: cache.unwrap_or_else(crate::inputs::cache::Cache::default_location),
+            targets: vec![],
         }
     }
 }
@@ -94,10 +98,11 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
 
     let parts = partitions(spec, &esp_img, &root, workload.as_ref())?;
     let disk_guid = ids::uuid("disk-guid", &[&uki.sha256, &root.info.root_hash]);
-    let layout = gpt::plan(disk_guid, &parts, gpt::ALIGN, 0)?;
+    let layout = gpt::plan(disk_guid, &parts, formats::size_multiple(&opts.targets), 0)?;
     let disk_tmp = out.temp("disk.raw");
     eprintln!("cvm-image: writing disk ({} MiB)", layout.size_bytes >> 20);
     gpt::write_disk(&disk_tmp, &layout, &parts)?;
+    let artifacts = write_artifacts(spec, opts, &disk_tmp)?;
     let uki_tmp = out.temp("uki.efi");
     std::fs::copy(&uki.path, &uki_tmp)
         .with_context(|| format!("cannot write {}", uki_tmp.display()))?;
@@ -113,17 +118,43 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
         uki: &uki,
         esp: &esp_img,
         disk: &disk_tmp,
+        artifacts: &artifacts,
     })?;
     let manifest_tmp = out.temp("manifest.json");
     std::fs::write(&manifest_tmp, manifest.to_json()?)
         .with_context(|| format!("cannot write {}", manifest_tmp.display()))?;
 
-    out.commit(&["disk.raw", "uki.efi", "manifest.json"])?;
+    let mut names = vec!["disk.raw", "uki.efi", "manifest.json"];
+    names.extend(artifacts.iter().map(|(name, _)| name.as_str()));
+    out.commit(&names)?;
     Ok(BuildResult {
         out: opts.out.clone(),
         manifest,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The requested CSP/VMM artifacts, each holding exactly this disk.raw; identifiers in them (VMDK CID,
+/// VHD unique id) are derived from the disk's content.
+fn write_artifacts(
+    spec: &Spec,
+    opts: &Options,
+    disk: &std::path::Path,
+) -> Result<Vec<(String, PathBuf)>> {
+    if opts.targets.is_empty() {
+        return Ok(vec![]);
+    }
+    let seed = ids::sha256_file(disk)?;
+    for t in &opts.targets {
+        eprintln!("cvm-image: writing the {t} artifact");
+    }
+    formats::write_artifacts(
+        &opts.targets,
+        disk,
+        &opts.out,
+        spec.image.source_date_epoch,
+        &seed,
+    )
 }
 
 fn build_guest(spec: &Spec) -> Result<GuestBinaries> {

@@ -17,11 +17,11 @@ use std::fs::File;
 use std::io::{self, BufWriter, Cursor, Read};
 use std::ops::RangeInclusive;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, Scope};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{ensure, Context, Result};
 use backhand::compression::{
     CompressionAction, CompressionOptions, Compressor, DefaultCompressor, Zstd,
 };
@@ -540,7 +540,7 @@ mod tests {
     use crate::testutil::TempDir;
     use std::collections::BTreeMap;
     use std::fs;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
     use std::path::PathBuf;
     use std::process::Command;
     use std::time::{Duration, SystemTime};

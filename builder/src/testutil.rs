@@ -10,7 +10,8 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("cvm-image-test-{tag}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("cvm-image-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create temp dir");
         TempDir(path)
@@ -36,8 +37,14 @@ impl Drop for TempDir {
 pub fn fixture(rel: &str) -> PathBuf {
     let base = std::env::var_os("CVM_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fixtures")));
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fixtures"))
+        });
     let path = base.join(rel);
-    assert!(path.exists(), "fixture {} is missing: run `make fixtures` (or set CVM_FIXTURES)", path.display());
+    assert!(
+        path.exists(),
+        "fixture {} is missing: run `make fixtures` (or set CVM_FIXTURES)",
+        path.display()
+    );
     path
 }

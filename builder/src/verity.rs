@@ -506,7 +506,6 @@ mod tests {
         }
     }
 
-
     /// Deterministic pseudo-random data (splitmix64); every 5th block and block 2 are all zero,
     /// so identical blocks and zero blocks both occur.
     fn write_pattern(path: &Path, blocks: u64, seed: u64) {

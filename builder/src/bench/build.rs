@@ -8,7 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Spec files a build needs; the guest crates are built from this workspace (CVM_IMAGE_WORKSPACE).
-const SPEC_ENTRIES: &[&str] = &["image.toml", "cvm-image.lock", "workload", "rootfs", "esp", "kernel"];
+const SPEC_ENTRIES: &[&str] = &[
+    "image.toml",
+    "cvm-image.lock",
+    "workload",
+    "rootfs",
+    "esp",
+    "kernel",
+];
 const BIG_ROOT_BYTES: usize = 2 << 30;
 const BIG_FILE_BYTES: usize = 32 << 20;
 
@@ -18,8 +25,15 @@ fn repo() -> PathBuf {
 
 fn cvm_image() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let p = exe.parent().context("no parent of the bench executable")?.join("cvm-image");
-    anyhow::ensure!(p.is_file(), "{} is missing: build it first (`make tool`)", p.display());
+    let p = exe
+        .parent()
+        .context("no parent of the bench executable")?
+        .join("cvm-image");
+    anyhow::ensure!(
+        p.is_file(),
+        "{} is missing: build it first (`make tool`)",
+        p.display()
+    );
     Ok(p)
 }
 
@@ -39,7 +53,11 @@ fn cold_stage_cache(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&cache)?;
     for sub in ["debs", "extract", "apt"] {
         let from = shared.join(sub);
-        anyhow::ensure!(from.exists(), "{} is missing: run `make fixtures` first", from.display());
+        anyhow::ensure!(
+            from.exists(),
+            "{} is missing: run `make fixtures` first",
+            from.display()
+        );
         std::os::unix::fs::symlink(&from, cache.join(sub))?;
     }
     Ok(cache)
@@ -88,14 +106,20 @@ pub fn bench() -> Result<()> {
     for i in 0..BIG_ROOT_BYTES / BIG_FILE_BYTES {
         // Half compressible (repeated text), half random: a realistic squashfs workload.
         let data = if i % 2 == 0 {
-            b"cvm-image benchmark line of compressible text\n".repeat(BIG_FILE_BYTES / 46 + 1)[..BIG_FILE_BYTES].to_vec()
+            b"cvm-image benchmark line of compressible text\n".repeat(BIG_FILE_BYTES / 46 + 1)
+                [..BIG_FILE_BYTES]
+                .to_vec()
         } else {
             pseudo_random(BIG_FILE_BYTES, i as u64)
         };
         std::fs::write(overlay.join(format!("file{i:03}")), data)?;
     }
     let (kib, took) = peak_rss_kib(&mut build_cmd(&exe, &spec, &dir.join("out3"), &cache))?;
-    println!("peak RSS {:>6.0} MiB over {:.1} s (goal < 300 MiB)", kib as f64 / 1024.0, took.as_secs_f64());
+    println!(
+        "peak RSS {:>6.0} MiB over {:.1} s (goal < 300 MiB)",
+        kib as f64 / 1024.0,
+        took.as_secs_f64()
+    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub mod build;
+pub mod formats;
 pub mod squashfs;
 pub mod verity;
 
@@ -50,7 +51,9 @@ pub fn time<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, Duration)> {
 /// Run a command, failing with its output when it fails; returns stdout.
 pub fn run(cmd: &mut std::process::Command) -> Result<String> {
     let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("cannot run {shown} (run `make deps`)"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {shown} (run `make deps`)"))?;
     anyhow::ensure!(
         out.status.success(),
         "{shown} failed: {}{}",
@@ -76,7 +79,9 @@ pub fn peak_rss_kib(cmd: &mut std::process::Command) -> Result<(u64, Duration)> 
         timed.current_dir(d);
     }
     let start = Instant::now();
-    let out = timed.output().context("cannot run /usr/bin/time (apt package `time`; run `make deps`)")?;
+    let out = timed
+        .output()
+        .context("cannot run /usr/bin/time (apt package `time`; run `make deps`)")?;
     let elapsed = start.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     anyhow::ensure!(out.status.success(), "{timed:?} failed:\n{stderr}");
@@ -98,5 +103,6 @@ pub fn run_all() -> Result<()> {
     verity::bench()?;
     squashfs::bench()?;
     build::bench()?;
+    formats::bench()?;
     Ok(())
 }

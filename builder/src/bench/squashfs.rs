@@ -15,7 +15,9 @@ const MTIME: u32 = 1_700_000_000;
 
 pub fn bench() -> Result<()> {
     let compression = Compression::default();
-    heading(&format!("squashfs: 1 GiB tree, cvm-image vs mksquashfs ({compression:?})"));
+    heading(&format!(
+        "squashfs: 1 GiB tree, cvm-image vs mksquashfs ({compression:?})"
+    ));
     let dir = workdir("squashfs")?;
     let src = dir.join("src");
     fs::create_dir_all(&src)?;
@@ -28,10 +30,24 @@ pub fn bench() -> Result<()> {
     })?;
     let ((), theirs) = time(|| run_mksquashfs(&src, &dir.join("mksquashfs.img"), compression))?;
     let theirs_size = fs::metadata(dir.join("mksquashfs.img"))?.len();
-    println!("tree                   {:>8.0} MiB", tree_bytes as f64 / MIB);
-    println!("cvm-image              {:>8.2} s  image {:.1} MiB", ours.as_secs_f64(), ours_size as f64 / MIB);
-    println!("mksquashfs             {:>8.2} s  image {:.1} MiB", theirs.as_secs_f64(), theirs_size as f64 / MIB);
-    println!("time ratio: {:.2}x of mksquashfs (goal <= 1.2x)", ours.as_secs_f64() / theirs.as_secs_f64());
+    println!(
+        "tree                   {:>8.0} MiB",
+        tree_bytes as f64 / MIB
+    );
+    println!(
+        "cvm-image              {:>8.2} s  image {:.1} MiB",
+        ours.as_secs_f64(),
+        ours_size as f64 / MIB
+    );
+    println!(
+        "mksquashfs             {:>8.2} s  image {:.1} MiB",
+        theirs.as_secs_f64(),
+        theirs_size as f64 / MIB
+    );
+    println!(
+        "time ratio: {:.2}x of mksquashfs (goal <= 1.2x)",
+        ours.as_secs_f64() / theirs.as_secs_f64()
+    );
     fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -212,4 +228,3 @@ pub fn build_test_tree(dir: &Path, total: u64) -> Result<u64> {
     }
     Ok(written)
 }
-

@@ -14,7 +14,10 @@ const DATA_BYTES: usize = 1 << 30;
 /// Bytes hashed to measure single-core SHA-256 throughput (from a cache-resident buffer).
 const SINGLE_CORE_BYTES: usize = 512 << 20;
 const SINGLE_CORE_BUFFER: usize = 1 << 20;
-const PARAMS: VerityParams = VerityParams { salt: [0xa5; 32], uuid: [0x42; 16] };
+const PARAMS: VerityParams = VerityParams {
+    salt: [0xa5; 32],
+    uuid: [0x42; 16],
+};
 
 /// Read a file once so both contenders find it in the page cache.
 fn warm(path: &Path) -> Result<()> {
@@ -39,7 +42,13 @@ fn single_core_sha256() -> Duration {
 
 fn veritysetup(data: &Path, hash: &Path) -> Result<String> {
     let out = run(Command::new("veritysetup")
-        .args(["format", "--hash=sha256", "--data-block-size=4096", "--hash-block-size=4096", "--format=1"])
+        .args([
+            "format",
+            "--hash=sha256",
+            "--data-block-size=4096",
+            "--hash-block-size=4096",
+            "--format=1",
+        ])
         .arg(format!("--salt={}", hex::encode(PARAMS.salt)))
         .arg(format!("--uuid={}", format_uuid(&PARAMS.uuid)))
         .arg(data)
@@ -62,9 +71,13 @@ pub fn bench() -> Result<()> {
     warm(&data)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let single = single_core_sha256();
-    let (info, ours) = time(|| format_with_threads(&data, &dir.join("ours.hash"), &PARAMS, threads))?;
+    let (info, ours) =
+        time(|| format_with_threads(&data, &dir.join("ours.hash"), &PARAMS, threads))?;
     let (theirs_root, theirs) = time(|| veritysetup(&data, &dir.join("veritysetup.hash")))?;
-    ensure!(hex::encode(info.root_hash) == theirs_root, "root hashes differ");
+    ensure!(
+        hex::encode(info.root_hash) == theirs_root,
+        "root hashes differ"
+    );
     ensure!(
         std::fs::read(dir.join("ours.hash"))? == std::fs::read(dir.join("veritysetup.hash"))?,
         "hash areas differ"
@@ -72,9 +85,15 @@ pub fn bench() -> Result<()> {
     let single_mib_s = SINGLE_CORE_BYTES as f64 / MIB / single.as_secs_f64();
     let ours_mib_s = DATA_BYTES as f64 / MIB / ours.as_secs_f64();
     println!("single-core sha256     {single_mib_s:>8.0} MiB/s");
-    println!("cvm-image ({threads} threads)    {:>8.3} s  {ours_mib_s:.0} MiB/s", ours.as_secs_f64());
+    println!(
+        "cvm-image ({threads} threads)    {:>8.3} s  {ours_mib_s:.0} MiB/s",
+        ours.as_secs_f64()
+    );
     println!("veritysetup format     {:>8.3} s", theirs.as_secs_f64());
-    println!("speed-up vs veritysetup: {:.2}x (goal >= 1.6x)", theirs.as_secs_f64() / ours.as_secs_f64());
+    println!(
+        "speed-up vs veritysetup: {:.2}x (goal >= 1.6x)",
+        theirs.as_secs_f64() / ours.as_secs_f64()
+    );
     println!(
         "per-core efficiency:     {:.0} % of single-core sha256 (goal >= 80 %)",
         100.0 * ours_mib_s / threads as f64 / single_mib_s

@@ -1,0 +1,324 @@
+//! AWS: upload `aws-disk.vmdk` to S3, import it as an EBS snapshot (needs the `vmimport` service
+//! role), register a UEFI + TPM 2.0 AMI (with the owner's UEFI variable store when present), open a
+//! security group, launch an SEV-SNP instance. Seed: automata-linux `scripts/make_aws_vm.sh`.
+//! AWS offers no TDX instances.
+
+use anyhow::{bail, Result};
+
+use super::{base64, read_file, DeployOptions, PlannedCommand, SecureBootKeys, Tee};
+
+const DEFAULT_VM_NAME: &str = "cvm-test";
+const DEFAULT_REGION: &str = "us-east-2";
+const DEFAULT_INSTANCE_TYPE: &str = "m6a.large";
+/// Instance families with SEV-SNP (AWS "AMD SEV-SNP" requirements).
+const SNP_FAMILIES: [&str; 3] = ["m6a", "c6a", "r6a"];
+const ROOT_DEVICE: &str = "/dev/xvda";
+const DATA_DEVICE: &str = "/dev/sdb";
+
+pub(super) fn plan(opts: &DeployOptions, keys: &SecureBootKeys) -> Result<Vec<PlannedCommand>> {
+    if opts.tee == Some(Tee::Tdx) {
+        bail!("AWS has no TDX instances: use --tee snp (m6a, c6a, r6a families)");
+    }
+    let bucket = opts.required(
+        &opts.bucket,
+        "--bucket",
+        "an S3 bucket in the target region to stage the VMDK in",
+    )?;
+    let vm = DeployOptions::or_default(&opts.vm_name, DEFAULT_VM_NAME);
+    let region = DeployOptions::or_default(&opts.region, DEFAULT_REGION);
+    let instance_type = DeployOptions::or_default(&opts.machine_type, DEFAULT_INSTANCE_TYPE);
+    let family = instance_type.split('.').next().unwrap_or_default();
+    if !SNP_FAMILIES.contains(&family) {
+        bail!("--machine-type {instance_type} cannot run SEV-SNP on AWS: use one of the {SNP_FAMILIES:?} families");
+    }
+    let artifact = opts.artifact("aws-disk.vmdk", "aws")?;
+    let key = format!("vms/{vm}.vmdk");
+    let image = format!("{vm}-image");
+    let group = format!("{vm}-secgrp");
+    let cmd = |description: String| PlannedCommand::new("aws", description);
+
+    let mut cmds = Vec::new();
+    if opts.create_bucket {
+        cmds.push(
+            cmd(format!("Create the staging bucket s3://{bucket}"))
+                .args(["s3", "mb", &format!("s3://{bucket}")])
+                .opt("--region", region),
+        );
+    }
+    cmds.push(
+        cmd(format!(
+            "Upload {} to s3://{bucket}/{key}",
+            artifact.display()
+        ))
+        .args([
+            "s3",
+            "cp",
+            &artifact.to_string_lossy(),
+            &format!("s3://{bucket}/{key}"),
+        ])
+        .opt("--region", region),
+    );
+    cmds.push(
+        cmd("Import the VMDK as an EBS snapshot (uses the vmimport role)".into())
+            .args(["ec2", "import-snapshot"])
+            .opt("--region", region)
+            .opt("--description", format!("cvm-image {vm}"))
+            .opt(
+                "--disk-container",
+                format!("Format=VMDK,UserBucket={{S3Bucket={bucket},S3Key={key}}}"),
+            )
+            .opt("--query", "ImportTaskId")
+            .opt("--output", "text")
+            .capture("IMPORT_TASK"),
+    );
+    cmds.push(
+        cmd("Wait for the snapshot import to complete".into())
+            .args(["ec2", "wait", "snapshot-imported"])
+            .opt("--region", region)
+            .opt("--import-task-ids", "${IMPORT_TASK}"),
+    );
+    cmds.push(
+        cmd("Look up the imported snapshot".into())
+            .args(["ec2", "describe-import-snapshot-tasks"])
+            .opt("--region", region)
+            .opt("--import-task-ids", "${IMPORT_TASK}")
+            .opt(
+                "--query",
+                "ImportSnapshotTasks[0].SnapshotTaskDetail.SnapshotId",
+            )
+            .opt("--output", "text")
+            .capture("SNAPSHOT"),
+    );
+    cmds.push(register_image(region, &image, keys)?);
+    cmds.push(
+        cmd("Wait for the AMI to become available".into())
+            .args(["ec2", "wait", "image-available"])
+            .opt("--region", region)
+            .opt("--image-ids", "${IMAGE}"),
+    );
+    cmds.push(
+        cmd(format!("Create security group {group}"))
+            .args(["ec2", "create-security-group"])
+            .opt("--region", region)
+            .opt("--group-name", &group)
+            .opt("--description", format!("cvm-image {vm} ingress"))
+            .opt("--query", "GroupId")
+            .opt("--output", "text")
+            .capture("SECURITY_GROUP"),
+    );
+    for port in opts.ports() {
+        cmds.push(
+            cmd(format!("Allow inbound TCP {port}"))
+                .args(["ec2", "authorize-security-group-ingress"])
+                .opt("--region", region)
+                .opt("--group-id", "${SECURITY_GROUP}")
+                .opt("--protocol", "tcp")
+                .opt("--port", port.to_string())
+                .opt("--cidr", "0.0.0.0/0"),
+        );
+    }
+    let mut run = cmd(format!("Launch the SEV-SNP confidential VM {vm} ({instance_type}, {region}) with NitroTPM and UEFI"))
+        .args(["ec2", "run-instances"])
+        .opt("--region", region)
+        .opt("--image-id", "${IMAGE}")
+        .opt("--instance-type", instance_type)
+        .opt("--security-group-ids", "${SECURITY_GROUP}")
+        .opt("--cpu-options", "AmdSevSnp=enabled")
+        .opt("--tag-specifications", format!("ResourceType=instance,Tags=[{{Key=Name,Value={vm}}}]"));
+    if let Some(gb) = opts.data_disk_gb {
+        run = run.opt(
+            "--block-device-mappings",
+            format!("DeviceName={DATA_DEVICE},Ebs={{VolumeSize={gb},VolumeType=gp3,DeleteOnTermination=true}}"),
+        );
+    }
+    cmds.push(run);
+    Ok(cmds)
+}
+
+/// `register-image` for UEFI boot with NitroTPM 2.0. `--uefi-data` carries the owner's PK/KEK/db
+/// as AWS's UEFI variable store blob (`out/secure-boot/aws-uefi-data.bin`, base64 text as
+/// python-uefivars writes it, or raw bytes which are encoded here).
+fn register_image(region: &str, image: &str, keys: &SecureBootKeys) -> Result<PlannedCommand> {
+    let blob = match keys {
+        SecureBootKeys::Owner {
+            aws_uefi_data: Some(path),
+            ..
+        } => Some(uefi_data_argument(&read_file(path)?)),
+        SecureBootKeys::Owner {
+            aws_uefi_data: None,
+            ..
+        } => {
+            bail!("out/secure-boot has PK/KEK/db but no aws-uefi-data.bin: AWS needs the keys as a UEFI variable store blob")
+        }
+        SecureBootKeys::PlatformDefault => None,
+    };
+    let what = if blob.is_some() {
+        "with the owner's Secure Boot keys (out/secure-boot/aws-uefi-data.bin)"
+    } else {
+        "with AWS's default UEFI variable store (no out/secure-boot keys: not enrolled with our keys)"
+    };
+    let mut c = PlannedCommand::new(
+        "aws",
+        format!("Register AMI {image} (UEFI, TPM 2.0) {what}"),
+    )
+    .args(["ec2", "register-image"])
+    .opt("--region", region)
+    .opt("--name", image)
+    .opt("--architecture", "x86_64")
+    .opt("--virtualization-type", "hvm")
+    .opt("--root-device-name", ROOT_DEVICE)
+    .opt(
+        "--block-device-mappings",
+        format!(
+            "DeviceName={ROOT_DEVICE},Ebs={{SnapshotId=${{SNAPSHOT}},DeleteOnTermination=true}}"
+        ),
+    )
+    .arg("--ena-support")
+    .opt("--boot-mode", "uefi")
+    .opt("--tpm-support", "v2.0");
+    if let Some(b) = blob {
+        c = c.opt("--uefi-data", b);
+    }
+    Ok(c.opt("--query", "ImageId")
+        .opt("--output", "text")
+        .capture("IMAGE"))
+}
+
+/// The blob as `--uefi-data` wants it: base64 text. A file that already is base64 text is used as
+/// is (trimmed); anything else is encoded.
+fn uefi_data_argument(content: &[u8]) -> String {
+    let text = String::from_utf8_lossy(content);
+    let trimmed = text.trim();
+    let is_base64 = !trimmed.is_empty()
+        && trimmed.len().is_multiple_of(4)
+        && trimmed
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
+    if is_base64 {
+        trimmed.to_string()
+    } else {
+        base64(content)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{lines, out_dir};
+    use super::super::{plan as plan_for, Cloud};
+    use super::*;
+
+    #[test]
+    fn defaults_without_keys() -> Result<()> {
+        let out = out_dir("aws-default", false, None);
+        let opts = DeployOptions {
+            bucket: Some("bkt".into()),
+            out_dir: out.clone(),
+            ..Default::default()
+        };
+        let cmds = plan_for(Cloud::Aws, &opts)?;
+        let o = out.display();
+        assert_eq!(
+            lines(&cmds),
+            [
+                format!("aws s3 cp {o}/aws-disk.vmdk s3://bkt/vms/cvm-test.vmdk --region us-east-2"),
+                "IMPORT_TASK=$(aws ec2 import-snapshot --region us-east-2 --description 'cvm-image cvm-test' \
+                 --disk-container 'Format=VMDK,UserBucket={S3Bucket=bkt,S3Key=vms/cvm-test.vmdk}' \
+                 --query ImportTaskId --output text)".to_string(),
+                "aws ec2 wait snapshot-imported --region us-east-2 --import-task-ids \"${IMPORT_TASK}\"".to_string(),
+                "SNAPSHOT=$(aws ec2 describe-import-snapshot-tasks --region us-east-2 --import-task-ids \"${IMPORT_TASK}\" \
+                 --query 'ImportSnapshotTasks[0].SnapshotTaskDetail.SnapshotId' --output text)".to_string(),
+                "IMAGE=$(aws ec2 register-image --region us-east-2 --name cvm-test-image --architecture x86_64 \
+                 --virtualization-type hvm --root-device-name /dev/xvda --block-device-mappings \
+                 \"DeviceName=/dev/xvda,Ebs={SnapshotId=${SNAPSHOT},DeleteOnTermination=true}\" --ena-support \
+                 --boot-mode uefi --tpm-support v2.0 --query ImageId --output text)".to_string(),
+                "aws ec2 wait image-available --region us-east-2 --image-ids \"${IMAGE}\"".to_string(),
+                "SECURITY_GROUP=$(aws ec2 create-security-group --region us-east-2 --group-name cvm-test-secgrp \
+                 --description 'cvm-image cvm-test ingress' --query GroupId --output text)".to_string(),
+                "aws ec2 authorize-security-group-ingress --region us-east-2 --group-id \"${SECURITY_GROUP}\" \
+                 --protocol tcp --port 8000 --cidr 0.0.0.0/0".to_string(),
+                "aws ec2 run-instances --region us-east-2 --image-id \"${IMAGE}\" --instance-type m6a.large \
+                 --security-group-ids \"${SECURITY_GROUP}\" --cpu-options AmdSevSnp=enabled \
+                 --tag-specifications 'ResourceType=instance,Tags=[{Key=Name,Value=cvm-test}]'".to_string(),
+            ]
+        );
+        assert!(cmds[4].description.contains("default UEFI variable store"));
+        Ok(())
+    }
+
+    #[test]
+    fn owner_keys_ports_data_disk_region_and_bucket_creation() -> Result<()> {
+        let out = out_dir("aws-full", true, Some(b"QUJD\n"));
+        let opts = DeployOptions {
+            tee: Some(Tee::Snp),
+            vm_name: Some("node".into()),
+            region: Some("eu-west-1".into()),
+            machine_type: Some("c6a.xlarge".into()),
+            bucket: Some("bkt".into()),
+            create_bucket: true,
+            additional_ports: vec![80, 443],
+            data_disk_gb: Some(20),
+            out_dir: out.clone(),
+            ..Default::default()
+        };
+        let l = lines(&plan_for(Cloud::Aws, &opts)?);
+        assert_eq!(l.len(), 12);
+        assert_eq!(l[0], "aws s3 mb s3://bkt --region eu-west-1");
+        assert_eq!(
+            l[5],
+            "IMAGE=$(aws ec2 register-image --region eu-west-1 --name node-image --architecture x86_64 \
+             --virtualization-type hvm --root-device-name /dev/xvda --block-device-mappings \
+             \"DeviceName=/dev/xvda,Ebs={SnapshotId=${SNAPSHOT},DeleteOnTermination=true}\" --ena-support \
+             --boot-mode uefi --tpm-support v2.0 --uefi-data QUJD --query ImageId --output text)"
+        );
+        assert_eq!(l[8], "aws ec2 authorize-security-group-ingress --region eu-west-1 --group-id \"${SECURITY_GROUP}\" --protocol tcp --port 8000 --cidr 0.0.0.0/0");
+        assert!(l[9].contains("--port 80 "), "{}", l[9]);
+        assert!(l[10].contains("--port 443 "), "{}", l[10]);
+        assert_eq!(
+            l[11],
+            "aws ec2 run-instances --region eu-west-1 --image-id \"${IMAGE}\" --instance-type c6a.xlarge \
+             --security-group-ids \"${SECURITY_GROUP}\" --cpu-options AmdSevSnp=enabled \
+             --tag-specifications 'ResourceType=instance,Tags=[{Key=Name,Value=node}]' \
+             --block-device-mappings 'DeviceName=/dev/sdb,Ebs={VolumeSize=20,VolumeType=gp3,DeleteOnTermination=true}'"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn binary_uefi_data_is_base64_encoded() {
+        assert_eq!(uefi_data_argument(&[0, 1, 2]), "AAEC");
+        assert_eq!(uefi_data_argument(b"QUJD\n"), "QUJD");
+    }
+
+    #[test]
+    fn tdx_wrong_family_missing_bucket_and_missing_blob_are_errors() {
+        let out = out_dir("aws-err", false, None);
+        let base = DeployOptions {
+            bucket: Some("b".into()),
+            out_dir: out,
+            ..Default::default()
+        };
+        let err = |o: DeployOptions| format!("{:#}", plan_for(Cloud::Aws, &o).unwrap_err());
+        assert!(err(DeployOptions {
+            tee: Some(Tee::Tdx),
+            ..base.clone()
+        })
+        .contains("no TDX"));
+        assert!(err(DeployOptions {
+            bucket: None,
+            ..base.clone()
+        })
+        .contains("missing required option --bucket"));
+        assert!(err(DeployOptions {
+            machine_type: Some("m5.large".into()),
+            ..base
+        })
+        .contains("cannot run SEV-SNP"));
+        let keys_no_blob = out_dir("aws-noblob", true, None);
+        let o = DeployOptions {
+            bucket: Some("b".into()),
+            out_dir: keys_no_blob,
+            ..Default::default()
+        };
+        assert!(err(o).contains("no aws-uefi-data.bin"));
+    }
+}
