@@ -15,6 +15,7 @@ packages=(
   xz-utils zstd kmod  # decompressors and modinfo (module dependency oracle)
   qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools tpm2-tools  # booting and TPM
   time                # /usr/bin/time -v for peak-memory figures in make bench
+  curl                # make demo and the boot tests talk to the agent
 )
 
 missing=()

@@ -41,11 +41,16 @@ pub struct Initrd {
 }
 
 /// The boot config the init reads: the root's verity parameters and where to find the workload.
-fn boot_config(root: &VerityImage, modules: Vec<String>) -> BootConfig {
+fn boot_config(
+    root: &VerityImage,
+    modules: Vec<String>,
+    optional_modules: Vec<String>,
+) -> BootConfig {
     let (data, hash) = root.partition_uuids();
     BootConfig {
         version: boot_config::BOOT_CONFIG_VERSION,
         modules,
+        optional_modules,
         root: boot_config::RootConfig {
             data_partuuid: data.to_string(),
             hash_partuuid: hash.to_string(),
@@ -80,25 +85,38 @@ pub fn initramfs(
     let init = std::fs::read(&guest.init)
         .with_context(|| format!("cannot read {}", guest.init.display()))?;
     let index = ModuleIndex::open(&inputs.modules_dir)?;
-    let mut wanted = spec.kernel.modules.clone();
-    for m in &spec.kernel.optional_modules {
-        if index.contains(m) {
-            wanted.push(m.clone());
-        }
-    }
-    let closure = index.closure(&wanted).with_context(|| {
+    let profile = || {
         format!(
             "kernel profile {}: module list",
             spec.kernel_profile.display()
         )
-    })?;
-    let module_dir = format!("lib/modules/{}", index.kernel_version());
-    let modules: Vec<String> = closure
+    };
+    let closure = index.closure(&spec.kernel.modules).with_context(profile)?;
+    // Optional modules (TEE guest drivers) this kernel has, with their dependencies not already loaded.
+    let present: Vec<String> = spec
+        .kernel
+        .optional_modules
+        .iter()
+        .filter(|m| index.contains(m))
+        .cloned()
+        .collect();
+    let optional_closure = index.closure(&present).with_context(profile)?;
+    let required: Vec<&str> = closure
         .modules
         .iter()
-        .map(|m| format!("{module_dir}/{}", m.rel_path))
+        .map(|m| m.rel_path.as_str())
         .collect();
-    let config = boot_config(root, modules.clone());
+    let optional_mods: Vec<_> = optional_closure
+        .modules
+        .iter()
+        .filter(|m| !required.contains(&m.rel_path.as_str()))
+        .cloned()
+        .collect();
+    let module_dir = format!("lib/modules/{}", index.kernel_version());
+    let path_of = |m: &crate::kmod::ModuleInfo| format!("{module_dir}/{}", m.rel_path);
+    let modules: Vec<String> = closure.modules.iter().map(path_of).collect();
+    let optional: Vec<String> = optional_mods.iter().map(path_of).collect();
+    let config = boot_config(root, modules.clone(), optional.clone());
     let config_json = serde_json::to_vec_pretty(&config)?;
     let epoch = spec.image.source_date_epoch;
 
@@ -136,7 +154,7 @@ pub fn initramfs(
                     kind: EntryKind::Dir,
                 });
             }
-            for m in &closure.modules {
+            for m in closure.modules.iter().chain(&optional_mods) {
                 entries.push(Entry {
                     path: format!("{module_dir}/{}", m.rel_path),
                     mode: 0o644,
@@ -151,8 +169,13 @@ pub fn initramfs(
                 sha256: hex::encode(ids::sha256(&compressed)),
                 size: compressed.len() as u64,
                 kernel_version: index.kernel_version().to_string(),
-                modules: modules.clone(),
-                builtin: closure.builtin.clone(),
+                modules: modules.iter().chain(&optional).cloned().collect(),
+                builtin: closure
+                    .builtin
+                    .iter()
+                    .chain(&optional_closure.builtin)
+                    .cloned()
+                    .collect(),
                 boot_config: config.clone(),
             })
         },

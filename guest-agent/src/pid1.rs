@@ -24,6 +24,20 @@ pub fn take_over_ctrl_alt_del() {
     }
 }
 
+/// Reaps children until none is left (true) or `timeout` passes (false). Every process descends
+/// from PID 1, so "no children" means no process is left to lose data.
+fn reap_all_children(timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
+            Err(rustix::io::Errno::CHILD) => return true,
+            Ok(Some(_)) => continue,
+            _ if std::time::Instant::now() >= deadline => return false,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// Ends the system: every remaining process gets SIGTERM, then SIGKILL; file systems are synced and
 /// the machine powered off. Services must have been stopped before (with their own grace period).
 /// Never returns: PID 1 exiting would panic the kernel.
@@ -31,9 +45,11 @@ pub fn power_off() -> ! {
     // kill(-1, …) from PID 1 signals every process except itself.
     // SAFETY: kill(2) with a plain signal number; no memory is passed.
     unsafe { libc::kill(-1, libc::SIGTERM) };
-    std::thread::sleep(ORPHAN_GRACE);
-    // SAFETY: as above.
-    unsafe { libc::kill(-1, libc::SIGKILL) };
+    if !reap_all_children(ORPHAN_GRACE) {
+        // SAFETY: as above.
+        unsafe { libc::kill(-1, libc::SIGKILL) };
+        reap_all_children(ORPHAN_GRACE);
+    }
     rustix::fs::sync();
     log!("powering off");
     if let Err(e) = reboot(RebootCommand::PowerOff) {

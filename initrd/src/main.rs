@@ -67,6 +67,10 @@ fn run() -> Result<Infallible> {
     let config = read_config()?;
     let (now, already) = modules::load_all(&config.modules)?;
     console::info(&format!("loaded {now} modules ({already} already present)"));
+    let optional = modules::load_optional(&config.optional_modules)?;
+    if !optional.is_empty() {
+        console::info(&format!("loaded optional modules: {}", optional.join(" ")));
+    }
 
     let devices = blockdev::wait_for_devices(&config)?;
     console::info(&format!(

@@ -39,6 +39,27 @@ pub fn load(path: &str) -> Result<Loaded> {
     }
 }
 
+/// Loads the optional modules in order; one whose device is absent (ENODEV, ENXIO: a TEE driver
+/// outside its TEE) is reported and skipped. Returns the names loaded.
+pub fn load_optional(paths: &[String]) -> Result<Vec<String>> {
+    let mut loaded = vec![];
+    for p in paths {
+        let name = p.rsplit('/').next().unwrap_or(p).to_string();
+        match load(p) {
+            Ok(_) => loaded.push(name),
+            Err(e) => match e.root_cause().downcast_ref::<rustix::io::Errno>() {
+                Some(&rustix::io::Errno::NODEV) | Some(&rustix::io::Errno::NXIO) => {
+                    crate::console::info(&format!(
+                        "optional module {name}: no such device here, skipped"
+                    ));
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+    Ok(loaded)
+}
+
 /// Loads every module in order.
 pub fn load_all(paths: &[String]) -> Result<(usize, usize)> {
     let (mut now, mut already) = (0, 0);

@@ -44,6 +44,11 @@ pub struct BootConfig {
     /// `lib/modules/6.12.117+deb12-amd64/kernel/drivers/md/dm-verity.ko.xz`. `.ko.xz`/`.ko.zst` are
     /// handed to the kernel compressed.
     pub modules: Vec<String>,
+    /// Modules loaded after `modules` when the hardware is there: TEE guest drivers refuse to load
+    /// (ENODEV) outside their TEE, which is not an error. Their dependencies are in `modules` or
+    /// earlier in this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optional_modules: Vec<String>,
     /// The root filesystem and its verity parameters.
     pub root: RootConfig,
     /// The workload partition pair; absent = an image without a workload.
@@ -134,7 +139,7 @@ impl BootConfig {
                 found: self.version,
             });
         }
-        for m in &self.modules {
+        for m in self.modules.iter().chain(&self.optional_modules) {
             check_relative_path("modules", m)?;
         }
         self.root.validate()?;
