@@ -81,6 +81,7 @@ pub fn initramfs(
     inputs: &Fetched,
     guest: &GuestBinaries,
     root: &VerityImage,
+    targets: &[String],
 ) -> Result<Initrd> {
     let init = std::fs::read(&guest.init)
         .with_context(|| format!("cannot read {}", guest.init.display()))?;
@@ -94,8 +95,7 @@ pub fn initramfs(
     let closure = index.closure(&spec.kernel.modules).with_context(profile)?;
     // Optional modules (TEE guest drivers) this kernel has, with their dependencies not already loaded.
     let present: Vec<String> = spec
-        .kernel
-        .optional_modules
+        .optional_modules(targets)
         .iter()
         .filter(|m| index.contains(m))
         .cloned()
@@ -203,7 +203,13 @@ pub struct Uki {
     pub meta: UkiMeta,
 }
 
-pub fn uki(stages: &StageCache, spec: &Spec, inputs: &Fetched, initrd: &Initrd) -> Result<Uki> {
+pub fn uki(
+    stages: &StageCache,
+    spec: &Spec,
+    inputs: &Fetched,
+    initrd: &Initrd,
+    targets: &[String],
+) -> Result<Uki> {
     let read =
         |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
     let stub = read(&inputs.stub)?;
@@ -211,7 +217,7 @@ pub fn uki(stages: &StageCache, spec: &Spec, inputs: &Fetched, initrd: &Initrd) 
         .with_context(|| format!("systemd-stub {}", inputs.stub.display()))?;
     let kernel = read(&inputs.vmlinuz)?;
     let osrel = read(&spec.uki.os_release)?;
-    let cmdline = spec.cmdline()?;
+    let cmdline = spec.cmdline(targets)?;
     let initrd_bytes = read(&initrd.path)?;
 
     let (dir, meta) = stages.get_or_build(

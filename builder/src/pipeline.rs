@@ -92,8 +92,10 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
         None => None,
     };
 
-    let initrd = boot::initramfs(&stages, spec, &inputs, &guest, &root)?;
-    let uki = boot::uki(&stages, spec, &inputs, &initrd)?;
+    // Target sections add drivers and command-line words to the base image.
+    let target_names: Vec<String> = opts.targets.iter().map(|t| t.to_string()).collect();
+    let initrd = boot::initramfs(&stages, spec, &inputs, &guest, &root, &target_names)?;
+    let uki = boot::uki(&stages, spec, &inputs, &initrd, &target_names)?;
     let esp_img = boot::esp(&stages, spec, &uki)?;
 
     let parts = partitions(spec, &esp_img, &root, workload.as_ref())?;

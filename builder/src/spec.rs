@@ -26,6 +26,8 @@ pub struct Spec {
     pub workload: Option<WorkloadSection>,
     pub partitions: PartitionsSection,
     pub apt: AptSection,
+    /// Per-target additions (`[targets.gcp]` …), by target name.
+    pub targets: std::collections::BTreeMap<String, TargetSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +122,21 @@ pub struct PartitionsSection {
     pub headroom_percent: u32,
 }
 
+/// What a deployment target adds to the image: the drivers its platform needs (loaded as optional
+/// modules: absent hardware is not an error, so one image serves every requested target) and kernel
+/// command-line words.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSection {
+    #[serde(default)]
+    pub modules: Vec<String>,
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+/// Target names a spec may configure (the `--target` values).
+pub const TARGET_NAMES: &[&str] = &["qemu", "gcp", "aws", "azure"];
+
 /// Overrides of the Debian mirrors discovered from the machine's apt configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +160,8 @@ struct RawSpec {
     partitions: RawPartitions,
     #[serde(default)]
     apt: AptSection,
+    #[serde(default)]
+    targets: std::collections::BTreeMap<String, TargetSection>,
 }
 
 #[derive(Deserialize)]
@@ -245,11 +264,41 @@ impl Spec {
             }),
             partitions,
             apt: raw.apt,
+            targets: raw.targets,
             path,
             dir,
         };
+        if let Some(unknown) = spec
+            .targets
+            .keys()
+            .find(|t| !TARGET_NAMES.contains(&t.as_str()))
+        {
+            bail!(
+                "{}: [targets.{unknown}] is not a target; known targets: {}",
+                spec.path.display(),
+                TARGET_NAMES.join(", ")
+            );
+        }
         spec.check_paths()?;
         Ok(spec)
+    }
+
+    /// Optional modules of the kernel profile plus those of the requested targets, each once, in order.
+    pub fn optional_modules(&self, targets: &[String]) -> Vec<String> {
+        let mut v = self.kernel.optional_modules.clone();
+        for t in targets {
+            for m in self
+                .targets
+                .get(t)
+                .map(|s| s.modules.as_slice())
+                .unwrap_or_default()
+            {
+                if !v.contains(m) {
+                    v.push(m.clone());
+                }
+            }
+        }
+        v
     }
 
     /// Every file and directory the spec names must exist: fail early, naming the key and the path.
@@ -278,13 +327,30 @@ impl Spec {
         Ok(())
     }
 
-    /// The kernel command line put into the UKI's `.cmdline`: the profile's defaults, then the image's.
-    pub fn cmdline(&self) -> Result<String> {
+    /// The kernel command line put into the UKI's `.cmdline`: the profile's defaults, the image's, then
+    /// each requested target's words (in `targets` order, each word once).
+    pub fn cmdline(&self, targets: &[String]) -> Result<String> {
         let mut parts = vec![self.kernel.cmdline.trim().to_string()];
         if let Some(p) = &self.uki.cmdline {
             let extra = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read {}", p.display()))?;
             parts.push(extra.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+        for t in targets {
+            for word in self
+                .targets
+                .get(t)
+                .map(|s| s.cmdline.split_whitespace())
+                .into_iter()
+                .flatten()
+            {
+                if !parts
+                    .iter()
+                    .any(|p| p.split_whitespace().any(|w| w == word))
+                {
+                    parts.push(word.to_string());
+                }
+            }
         }
         Ok(parts
             .into_iter()
@@ -355,7 +421,8 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let spec = Spec::load(&root.join("image.toml"), None).unwrap();
         assert!(spec.kernel.package.starts_with("linux-image-6.12"));
-        assert!(spec.cmdline().unwrap().contains("console=ttyS0"));
+        assert!(spec.cmdline(&[]).unwrap().contains("console=ttyS0"));
+        assert!(spec.targets.contains_key("gcp"));
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub fn load(path: &str) -> Result<Loaded> {
 }
 
 /// Loads the optional modules in order; one whose device is absent (ENODEV, ENXIO: a TEE driver
-/// outside its TEE) is reported and skipped. Returns the names loaded.
+/// outside its TEE, Hyper-V's VMBus outside Hyper-V) is reported and skipped, and so is one whose
+/// optional dependency was skipped (ENOENT: unknown symbols). Returns the names loaded.
 pub fn load_optional(paths: &[String]) -> Result<Vec<String>> {
     let mut loaded = vec![];
     for p in paths {
@@ -51,6 +52,11 @@ pub fn load_optional(paths: &[String]) -> Result<Vec<String>> {
                 Some(&rustix::io::Errno::NODEV) | Some(&rustix::io::Errno::NXIO) => {
                     crate::console::info(&format!(
                         "optional module {name}: no such device here, skipped"
+                    ));
+                }
+                Some(&rustix::io::Errno::NOENT) => {
+                    crate::console::info(&format!(
+                        "optional module {name}: a dependency was skipped, skipped too"
                     ));
                 }
                 _ => return Err(e),

@@ -5,4 +5,6 @@ pub mod boot_config;
 pub mod eventlog;
 #[cfg(feature = "pe")]
 pub mod pe;
+#[cfg(feature = "pe")]
+pub mod predict;
 pub mod workload;

@@ -56,6 +56,8 @@ pub struct QemuConfig {
     /// The run's private copy of the VARS template.
     pub ovmf_vars: PathBuf,
     pub disk: PathBuf,
+    /// "raw" or "qcow2".
+    pub disk_format: &'static str,
     pub tpm_socket: PathBuf,
     pub qmp_socket: PathBuf,
     pub console_log: PathBuf,
@@ -99,7 +101,8 @@ pub fn args(c: &QemuConfig) -> Vec<OsString> {
     opt(
         "-drive",
         format!(
-            "if=none,id=disk0,format=raw,snapshot=on,file={}",
+            "if=none,id=disk0,format={},snapshot=on,file={}",
+            c.disk_format,
             q(&c.disk)
         ),
     );
@@ -147,6 +150,7 @@ mod tests {
             ovmf_code: "/fw/OVMF_CODE_4M.fd".into(),
             ovmf_vars: "/run/x/OVMF_VARS.fd".into(),
             disk: "/out,1/disk.raw".into(),
+            disk_format: "raw",
             tpm_socket: "/run/x/swtpm.sock".into(),
             qmp_socket: "/run/x/qmp.sock".into(),
             console_log: "/out,1/console.log".into(),

@@ -16,9 +16,39 @@ const REQUIRED: [(Uuid, &str); 3] = [
     (gpt::ROOT_VERITY_X86_64_TYPE, "root verity (x86-64)"),
 ];
 
+/// First bytes of a qcow2 image ("QFI\xfb").
+const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
+
+/// Checks the image and returns its QEMU format: a qcow2 (from `build --target qemu`) must pass
+/// `qemu-img check`; a raw disk must hold our GPT (see [`check_raw`]).
+pub fn check(disk: &Path) -> Result<&'static str> {
+    let mut magic = [0u8; 4];
+    let is_qcow2 = std::fs::File::open(disk)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == QCOW2_MAGIC;
+    if !is_qcow2 {
+        check_raw(disk)?;
+        return Ok("raw");
+    }
+    let out = std::process::Command::new("qemu-img")
+        .args(["check", "-q", "-f", "qcow2"])
+        .arg(disk)
+        .output()
+        .context("cannot run qemu-img (Debian package qemu-utils; run `make deps`)")?;
+    if !out.status.success() {
+        bail!(
+            "{} is a damaged qcow2 image (qemu-img check: {}); rebuild it with `cvm-image build --target qemu`",
+            disk.display(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok("qcow2")
+}
+
 /// Checks that `disk` exists, has a valid primary GPT with the ESP and the root verity pair, and that no
 /// partition extends past the end of the file. Returns the layout read.
-pub fn check(disk: &Path) -> Result<DiskLayout> {
+pub fn check_raw(disk: &Path) -> Result<DiskLayout> {
     if !disk.exists() {
         bail!(
             "{} does not exist: build the image first (`cvm-image build --out {}` or `make image`)",

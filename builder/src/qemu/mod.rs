@@ -49,6 +49,10 @@ pub struct RunArgs {
     /// are written there.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
+    /// Boot this image instead of OUT/disk.raw: a raw disk or the qcow2 of `build --target qemu`
+    /// (format detected from its header).
+    #[arg(long)]
+    pub disk: Option<PathBuf>,
     /// QEMU accelerator (tcg works everywhere; kvm needs /dev/kvm).
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
     pub accel: Accel,
@@ -91,8 +95,11 @@ pub struct StopArgs {
 
 /// Everything a run is started from, checked before any process starts.
 pub fn prepare(args: &RunArgs) -> Result<VmConfig> {
-    let disk = args.out.join("disk.raw");
-    disk::check(&disk)?;
+    let disk = args
+        .disk
+        .clone()
+        .unwrap_or_else(|| args.out.join("disk.raw"));
+    let disk_format = disk::check(&disk)?;
     refuse_if_running(&args.out)?;
     let qemu = tools::find(tools::QEMU)?;
     let swtpm = tools::find(tools::SWTPM)?;
@@ -114,6 +121,7 @@ pub fn prepare(args: &RunArgs) -> Result<VmConfig> {
     Ok(VmConfig {
         out: args.out.clone(),
         disk,
+        disk_format,
         ovmf_code: fw.code,
         ovmf_vars_template: fw.vars_template,
         qemu,

@@ -35,6 +35,8 @@ pub struct VmConfig {
     /// Output directory: console.log, console.timed.log, qemu.log and run.json go here.
     pub out: PathBuf,
     pub disk: PathBuf,
+    /// QEMU block format of `disk`: "raw" or "qcow2".
+    pub disk_format: &'static str,
     pub ovmf_code: PathBuf,
     pub ovmf_vars_template: PathBuf,
     pub qemu: PathBuf,
@@ -128,6 +130,7 @@ impl Vm {
             ovmf_code: cfg.ovmf_code.clone(),
             ovmf_vars: vars,
             disk: cfg.disk.clone(),
+            disk_format: cfg.disk_format,
             tpm_socket: tpm.ctrl_socket.clone(),
             qmp_socket: run_dir.join("qmp.sock"),
             console_log: console_log.clone(),
