@@ -34,6 +34,7 @@ pub mod lockcmd;
 pub mod manifest;
 pub mod output;
 pub mod pipeline;
+pub mod predict;
 pub mod qemu;
 pub mod rootfs;
 pub mod spec;

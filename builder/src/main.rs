@@ -25,6 +25,20 @@ struct Cli {
     command: Cmd,
 }
 
+/// Where the spec, the lock file and the cache are.
+#[derive(clap::Args)]
+struct InputArgs {
+    /// The image spec.
+    #[arg(long, default_value = "image.toml")]
+    spec: PathBuf,
+    /// Lock file (default: cvm-image.lock beside the spec).
+    #[arg(long)]
+    lock: Option<PathBuf>,
+    /// Input and stage cache directory (default: ~/.cache/cvm-image).
+    #[arg(long, env = "CVM_IMAGE_CACHE")]
+    cache: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Build the disk image and its manifest from a spec.
@@ -34,21 +48,14 @@ enum Cmd {
     /// verified on every use. Stages whose inputs did not change are reused from the cache, so a rebuild
     /// where only workload/ changed is quick. Outputs: OUT/disk.raw, OUT/uki.efi, OUT/manifest.json.
     Build {
-        /// The image spec.
-        #[arg(long, default_value = "image.toml")]
-        spec: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
         /// Output directory.
         #[arg(long, default_value = "out")]
         out: PathBuf,
         /// Use this kernel profile instead of the spec's (e.g. kernel/debian-6.1.toml).
         #[arg(long)]
         kernel: Option<PathBuf>,
-        /// Lock file (default: cvm-image.lock beside the spec).
-        #[arg(long)]
-        lock: Option<PathBuf>,
-        /// Input and stage cache directory.
-        #[arg(long, env = "CVM_IMAGE_CACHE")]
-        cache: Option<PathBuf>,
         /// Also write the artifact of these targets (repeatable): qemu → disk.qcow2, gcp → gcp-disk.tar.gz,
         /// aws → aws-disk.vmdk (streamOptimized), azure → azure-disk.vhd (fixed). disk.raw is sized to
         /// satisfy every target's rule (a whole GiB for GCP, a whole MiB for Azure).
@@ -60,27 +67,19 @@ enum Cmd {
     /// Run it after changing a package name or suite in the spec, or when a pinned version vanished from
     /// the mirror. Entries already pinned for other kernel profiles are kept.
     Lock {
-        #[arg(long, default_value = "image.toml")]
-        spec: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
         /// Also pin these kernel profiles (repeatable).
         #[arg(long)]
         kernel: Vec<PathBuf>,
-        #[arg(long)]
-        lock: Option<PathBuf>,
-        #[arg(long, env = "CVM_IMAGE_CACHE")]
-        cache: Option<PathBuf>,
     },
     /// Download, verify and extract the pinned inputs without building.
     Fetch {
-        #[arg(long, default_value = "image.toml")]
-        spec: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
         /// Also fetch these kernel profiles' packages (repeatable).
         #[arg(long)]
         kernel: Vec<PathBuf>,
-        #[arg(long)]
-        lock: Option<PathBuf>,
-        #[arg(long, env = "CVM_IMAGE_CACHE")]
-        cache: Option<PathBuf>,
         /// Link each extracted package into this directory under its package name.
         #[arg(long)]
         link_dir: Option<PathBuf>,
@@ -124,39 +123,30 @@ enum Cmd {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Cmd::Build {
-            spec,
+            inputs,
             out,
             kernel,
-            lock,
-            cache,
             targets,
         } => {
-            let spec = Spec::load(&spec, kernel.as_deref())?;
-            let mut opts = pipeline::Options::new(&spec, out, lock, cache);
+            let spec = Spec::load(&inputs.spec, kernel.as_deref())?;
+            let mut opts = pipeline::Options::new(&spec, out, inputs.lock, inputs.cache);
             opts.targets = targets;
             let result = pipeline::build(&spec, &opts)?;
             result.print_summary();
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Lock {
-            spec,
-            kernel,
-            lock,
-            cache,
-        } => {
-            let spec = Spec::load(&spec, None)?;
-            lockcmd::lock(&spec, &kernel, lock, cache)?;
+        Cmd::Lock { inputs, kernel } => {
+            let spec = Spec::load(&inputs.spec, None)?;
+            lockcmd::lock(&spec, &kernel, inputs.lock, inputs.cache)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Fetch {
-            spec,
+            inputs,
             kernel,
-            lock,
-            cache,
             link_dir,
         } => {
-            let spec = Spec::load(&spec, None)?;
-            let opts = pipeline::Options::new(&spec, PathBuf::new(), lock, cache);
+            let spec = Spec::load(&inputs.spec, None)?;
+            let opts = pipeline::Options::new(&spec, PathBuf::new(), inputs.lock, inputs.cache);
             fetch::prefetch(&spec, &kernel, &opts.lock, &opts.cache, link_dir.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }

@@ -230,13 +230,19 @@ mod tests {
         let db = find(&vars, &EFI_IMAGE_SECURITY_DATABASE, "db").expect("db enrolled");
         for v in [pk, kek, db] {
             let subject = first_cert_subject(&v.data);
-            assert!(
-                subject.contains("PkKek-1-snakeoil") || v.name == "db",
-                "{}: {subject}",
-                v.name
-            );
+            assert!(subject.contains("O = SnakeOil"), "{}: {subject}", v.name);
         }
-        assert!(first_cert_subject(&pk.data).contains("PkKek-1-snakeoil"));
+        // dbx: one EFI_CERT_SHA256 list with one entry = 28 + 16 (owner) + 32 bytes.
+        let dbx = find(&vars, &EFI_IMAGE_SECURITY_DATABASE, "dbx").expect("dbx");
+        assert_eq!(dbx.data.len(), 76);
+        assert_eq!(
+            &dbx.data[..4],
+            &[0x26, 0x16, 0xc4, 0xc1],
+            "EFI_CERT_SHA256_GUID"
+        );
+        // Deleted copies (state 0x3C/0x3D) are not live: one CustomMode, the last one.
+        let custom: Vec<_> = vars.iter().filter(|v| v.name == "CustomMode").collect();
+        assert_eq!(custom.len(), 1);
     }
 
     #[test]
