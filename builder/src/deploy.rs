@@ -395,7 +395,7 @@ pub fn execute(commands: &[PlannedCommand]) -> Result<()> {
 }
 
 /// Standard base64 (RFC 4648 §4, with padding): the Azure API and `--uefi-data` take it.
-fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

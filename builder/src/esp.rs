@@ -507,7 +507,6 @@ fn fixed_clock(stamp: FatDateTime) -> &'static dyn TimeProvider {
 mod tests {
     use super::*;
     use crate::testutil::TempDir;
-    use std::path::PathBuf;
     use std::process::{Command, Output};
 
     const VOLUME_ID: u32 = 0x1234_abcd;

@@ -423,7 +423,6 @@ pub(crate) mod tests {
     use crate::testutil::TempDir;
     use std::os::unix::fs::symlink;
     use std::process::Command;
-    use std::sync::atomic::{AtomicU32, Ordering};
 
     fn set_mode(path: &Path, mode: u32) {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();

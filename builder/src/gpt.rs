@@ -577,7 +577,7 @@ mod tests {
     /// ESP, root + verity, workload + verity; the workload is 64 MiB of mostly zeros.
     fn sources(tmp: &TempDir) -> Vec<PartitionPlan> {
         let write = |name: &str, data: &[u8]| {
-            let path = tmp.path(name);
+            let path = tmp.join(name);
             std::fs::write(&path, data).unwrap();
             path
         };

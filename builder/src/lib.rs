@@ -16,6 +16,7 @@
 //! Every stage is a pure function of its inputs; [`ids`] derives every identifier from content, and
 //! [`stages`] caches the expensive stages by content hash.
 
+pub mod automata;
 pub mod bench;
 pub mod boot;
 pub mod deploy;
@@ -23,6 +24,7 @@ pub mod esp;
 pub mod fetch;
 pub mod formats;
 pub mod fstree;
+pub mod golden;
 pub mod gpt;
 pub mod guest;
 pub mod ids;
@@ -37,10 +39,12 @@ pub mod pipeline;
 pub mod predict;
 pub mod qemu;
 pub mod rootfs;
+pub mod secureboot;
 pub mod spec;
 pub mod squashfs;
 pub mod stages;
 pub mod uki;
+pub mod verify;
 pub mod verity;
 pub mod verity_image;
 

@@ -61,6 +61,11 @@ enum Cmd {
         /// satisfy every target's rule (a whole GiB for GCP, a whole MiB for Azure).
         #[arg(long = "target", value_name = "TARGET")]
         targets: Vec<cvm_image::formats::Target>,
+        /// Secure Boot keys (`cvm-image keys generate`): sign the UKI with db and write
+        /// OUT/OVMF_VARS.fd (PK/KEK/db enrolled, Secure Boot on) and OUT/secure-boot/ (DER
+        /// certificates, AWS --uefi-data blob). Overrides the spec's [secure_boot] keys.
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
     },
     /// Resolve the spec's Debian packages to exact versions and sha256 and write cvm-image.lock.
     ///
@@ -118,6 +123,16 @@ enum Cmd {
     },
     /// Stop a VM started with `cvm-image run` (ACPI power button, then terminate).
     Stop(qemu::StopArgs),
+    /// The owner's Secure Boot keys (PK, KEK, db) and golden-measurement signing key.
+    Keys(cvm_image::secureboot::cli::KeysArgs),
+    /// Check a VM's PCRs and event logs (files or the agent) against the golden measurement.
+    ///
+    /// The firmware log must replay to the reported PCRs, the runtime log to PCR 23, and every PCR
+    /// the profile enforces must equal its golden value; the first differing event of each failed PCR
+    /// is named. Exit 0 when everything enforced holds, 1 when verification failed.
+    Verify(cvm_image::verify::VerifyArgs),
+    /// Golden measurement tools: `golden export --format automata`.
+    Golden(cvm_image::automata::GoldenArgs),
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -127,10 +142,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             kernel,
             targets,
+            keys,
         } => {
             let spec = Spec::load(&inputs.spec, kernel.as_deref())?;
             let mut opts = pipeline::Options::new(&spec, out, inputs.lock, inputs.cache);
             opts.targets = targets;
+            if keys.is_some() {
+                opts.keys = keys;
+            }
             let result = pipeline::build(&spec, &opts)?;
             result.print_summary();
             Ok(ExitCode::SUCCESS)
@@ -172,6 +191,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Stop(args) => qemu::stop(&args),
+        Cmd::Verify(args) => args.run(),
+        Cmd::Golden(args) => args.run(),
+        Cmd::Keys(args) => {
+            cvm_image::secureboot::cli::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

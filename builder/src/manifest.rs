@@ -31,6 +31,9 @@ pub struct Manifest {
     pub initramfs: InitramfsInfo,
     pub uki: UkiInfo,
     pub measurements: Measurements,
+    /// Present when the build signed the UKI and enrolled the owner's keys (`build --keys`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub secure_boot: Option<crate::secureboot::SecureBootInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,8 +161,10 @@ pub struct Parts<'a> {
     pub uki: &'a Uki,
     pub esp: &'a EspImage,
     pub disk: &'a Path,
-    /// (final name, temporary path) of each CSP/VMM artifact.
+    /// (final name, temporary path) of each CSP/VMM artifact and other extra output.
     pub artifacts: &'a [(String, std::path::PathBuf)],
+    /// Secure Boot certificates and PCR 7, when signing was on.
+    pub secure_boot: Option<&'a crate::secureboot::SecureBootInfo>,
 }
 
 impl Manifest {
@@ -359,6 +364,7 @@ pub fn assemble(p: Parts) -> Result<Manifest> {
                 None => None,
             },
         },
+        secure_boot: p.secure_boot.cloned(),
     })
 }
 

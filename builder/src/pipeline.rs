@@ -12,7 +12,7 @@ use crate::manifest::{self, Manifest};
 use crate::output::OutputDir;
 use crate::spec::{PartSize, Spec};
 use crate::stages::StageCache;
-use crate::{boot, ids, rootfs, verity_image};
+use crate::{boot, golden, ids, predict, rootfs, secureboot, verity_image};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -23,6 +23,9 @@ pub struct Options {
     pub cache: PathBuf,
     /// Cloud/VMM artifacts to write beside disk.raw.
     pub targets: Vec<Target>,
+    /// Secure Boot key directory (`build --keys`, else the spec's `[secure_boot] keys`): sign the
+    /// UKI with db and write the enrolled OVMF_VARS.fd and secure-boot/. None: unsigned, SB off.
+    pub keys: Option<PathBuf>,
 }
 
 impl Options {
@@ -32,6 +35,7 @@ impl Options {
             lock: lock.unwrap_or_else(|| spec.dir.join(fetch::LOCK_FILE)),
             cache: cache.unwrap_or_else(crate::inputs::cache::Cache::default_location),
             targets: vec![],
+            keys: spec.secure_boot.as_ref().map(|sb| sb.keys.clone()),
         }
     }
 }
@@ -68,6 +72,10 @@ impl BuildResult {
         if let Some(p) = &m.measurements.pcr23 {
             println!("  predicted PCR 23      {}", p.value);
         }
+        if let Some(sb) = &m.secure_boot {
+            println!("  Secure Boot: UKI signed with db, keys enrolled in OVMF_VARS.fd");
+            println!("  predicted PCR 7       {}", sb.pcr7.value);
+        }
     }
 }
 
@@ -76,6 +84,7 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
     let started = std::time::Instant::now();
     let out = OutputDir::prepare(&opts.out)?;
     let stages = StageCache::new(opts.cache.clone());
+    let keys = load_keys(opts)?;
 
     let inputs = fetch::fetch(spec, &opts.lock, &opts.cache)?;
     let guest = build_guest(spec)?;
@@ -96,6 +105,10 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
     let target_names: Vec<String> = opts.targets.iter().map(|t| t.to_string()).collect();
     let initrd = boot::initramfs(&stages, spec, &inputs, &guest, &root, &target_names)?;
     let uki = boot::uki(&stages, spec, &inputs, &initrd, &target_names)?;
+    let uki = match &keys {
+        Some(k) => secureboot::sign_uki(&stages, &uki, k)?,
+        None => uki,
+    };
     let esp_img = boot::esp(&stages, spec, &uki)?;
 
     let parts = partitions(spec, &esp_img, &root, workload.as_ref())?;
@@ -109,6 +122,15 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
     std::fs::copy(&uki.path, &uki_tmp)
         .with_context(|| format!("cannot write {}", uki_tmp.display()))?;
 
+    let secure_boot = keys
+        .as_ref()
+        .map(|k| secureboot::write_outputs(&out, &inputs.ovmf_vars, k))
+        .transpose()?;
+    let mut listed = artifacts.clone();
+    if let Some(sb) = &secure_boot {
+        listed.extend(sb.files.iter().cloned());
+    }
+
     let manifest = manifest::assemble(manifest::Parts {
         spec,
         inputs: &inputs,
@@ -120,19 +142,39 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
         uki: &uki,
         esp: &esp_img,
         disk: &disk_tmp,
-        artifacts: &artifacts,
+        artifacts: &listed,
+        secure_boot: secure_boot.as_ref().map(|sb| &sb.info),
     })?;
+    let golden_tmp = out.temp(golden::FILE);
+    write_golden(spec, &inputs, &manifest, &uki, &disk_tmp, &golden_tmp)?;
     let manifest_tmp = out.temp("manifest.json");
     std::fs::write(&manifest_tmp, manifest.to_json()?)
         .with_context(|| format!("cannot write {}", manifest_tmp.display()))?;
 
-    let mut names = vec!["disk.raw", "uki.efi", "manifest.json"];
+    let mut names = vec!["disk.raw", "uki.efi", "manifest.json", golden::FILE];
     names.extend(artifacts.iter().map(|(name, _)| name.as_str()));
+    if let Some(sb) = &secure_boot {
+        names.extend(sb.commit.iter().copied());
+    }
     out.commit(&names)?;
     Ok(BuildResult {
         out: opts.out.clone(),
         manifest,
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The owner's Secure Boot keys, loaded before any expensive stage so a bad key directory fails fast.
+fn load_keys(opts: &Options) -> Result<Option<secureboot::keys::SecureBootKeys>> {
+    let Some(dir) = &opts.keys else {
+        return Ok(None);
+    };
+    secureboot::keys::load(dir).map(Some).with_context(|| {
+        format!(
+            "cannot load the Secure Boot keys of {} (create them with `cvm-image keys generate --dir {}`)",
+            dir.display(),
+            dir.display()
+        )
     })
 }
 
@@ -157,6 +199,34 @@ fn write_artifacts(
         spec.image.source_date_epoch,
         &seed,
     )
+}
+
+/// Predict the boot of the built image and write the golden measurements.
+fn write_golden(
+    spec: &Spec,
+    inputs: &fetch::Fetched,
+    manifest: &crate::manifest::Manifest,
+    uki: &boot::Uki,
+    disk: &std::path::Path,
+    dest: &std::path::Path,
+) -> Result<()> {
+    let workload = predict::workload_events(manifest, spec)?;
+    let events = predict::expected_events(
+        &uki.path,
+        disk,
+        &inputs.ovmf_vars,
+        &workload,
+        &predict::BANKS,
+    )?;
+    let g = golden::golden(
+        &spec.image.name,
+        &spec.image.version,
+        &uki.meta.sha256,
+        &events,
+    )?;
+    let mut json = serde_json::to_vec_pretty(&g)?;
+    json.push(b'\n');
+    std::fs::write(dest, json).with_context(|| format!("cannot write {}", dest.display()))
 }
 
 fn build_guest(spec: &Spec) -> Result<GuestBinaries> {

@@ -28,6 +28,15 @@ pub struct Spec {
     pub apt: AptSection,
     /// Per-target additions (`[targets.gcp]` …), by target name.
     pub targets: std::collections::BTreeMap<String, TargetSection>,
+    /// `[secure_boot]`: sign the UKI and enroll the owner's keys (`build --keys` overrides it).
+    pub secure_boot: Option<SecureBootSection>,
+}
+
+/// `[secure_boot] keys = "keys"`: the directory of `cvm-image keys generate`, resolved against the
+/// spec's directory.
+#[derive(Debug, Clone)]
+pub struct SecureBootSection {
+    pub keys: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +171,13 @@ struct RawSpec {
     apt: AptSection,
     #[serde(default)]
     targets: std::collections::BTreeMap<String, TargetSection>,
+    secure_boot: Option<RawSecureBoot>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecureBoot {
+    keys: String,
 }
 
 #[derive(Deserialize)]
@@ -265,6 +281,9 @@ impl Spec {
             partitions,
             apt: raw.apt,
             targets: raw.targets,
+            secure_boot: raw.secure_boot.map(|sb| SecureBootSection {
+                keys: resolve(&sb.keys),
+            }),
             path,
             dir,
         };

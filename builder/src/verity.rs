@@ -483,9 +483,7 @@ fn le_u32(buf: &[u8], offset: usize) -> u32 {
 mod tests {
     use super::*;
     use crate::testutil::TempDir;
-    use std::path::PathBuf;
     use std::process::{Command, Output};
-    use std::sync::atomic::{AtomicU32, Ordering};
 
     const SALT: [u8; 32] = [
         0x5a, 0x17, 0xc0, 0xde, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba,

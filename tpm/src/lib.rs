@@ -1,4 +1,5 @@
-//! A minimal TPM 2.0 client: read PCRs, extend a PCR, list the PCR banks.
+//! A minimal TPM 2.0 client: read PCRs, extend a PCR, list the PCR banks, and the attestation
+//! commands (keys, quote, EK certificate, credential activation; see `attest`).
 //!
 //! This is all the guest needs at boot (the init extends PCR 23) and at run time (the agent reads PCRs
 //! for attestation), and all it can afford in PID 1: no TSS, no C library, no resource manager of its
@@ -12,13 +13,17 @@
 //! # Ok(()) }
 //! ```
 
+mod attest;
 mod marshal;
 mod rc;
+pub mod templates;
 mod transport;
 
 use std::net::ToSocketAddrs;
 
+pub use attest::{tpm2b, KeyObject, NvPublic, Quote, TPM_RH_ENDORSEMENT, TPM_RH_NULL};
 pub use rc::ResponseCode;
+pub use templates::EkType;
 pub use transport::{DeviceTransport, TcpTransport, Transport};
 
 use marshal::{PcrSelection, HEADER_LEN, TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS};

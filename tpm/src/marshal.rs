@@ -59,6 +59,18 @@ impl Command {
         self.0.extend_from_slice(v);
         self
     }
+    /// A bare byte builder for structures (templates, blobs) that are not whole commands.
+    pub fn body() -> Self {
+        Command(Vec::with_capacity(64))
+    }
+    /// The bytes written so far, for a [`Command::body`].
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+    /// A `TPM2B_*`: u16 size then the bytes.
+    pub fn tpm2b(&mut self, v: &[u8]) -> &mut Self {
+        self.u16(v.len() as u16).bytes(v)
+    }
     pub fn finish(mut self) -> Vec<u8> {
         let len = self.0.len() as u32;
         self.0[2..6].copy_from_slice(&len.to_be_bytes());
@@ -98,6 +110,10 @@ impl<'a> Reader<'a> {
     pub fn u32(&mut self) -> Result<u32> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
     }
     /// A `TPM2B_*`: u16 size then that many bytes.
     pub fn tpm2b(&mut self) -> Result<&'a [u8]> {
@@ -140,7 +156,7 @@ impl PcrSelection {
         out
     }
 
-    fn write(&self, c: &mut Command) {
+    pub(crate) fn write(&self, c: &mut Command) {
         c.u16(self.alg)
             .u8(self.select.len() as u8)
             .bytes(&self.select);

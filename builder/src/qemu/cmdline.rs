@@ -17,6 +17,10 @@
 //! * Serial console into a file that the runner follows (see [`super::console`]); QMP on a unix socket
 //!   for `system_powerdown`. `-no-reboot`: a guest reboot ends the run like a power-off.
 //!
+//! * Secure Boot (`run --secure-boot`): the SMM build of OVMF needs `smm=on`, and
+//!   `cfi.pflash01.secure=on` makes the variable flash writable only from SMM — without it the OS
+//!   could rewrite PK/db directly and Secure Boot would mean nothing.
+//!
 //! Option values are comma-separated in QEMU's syntax; commas inside paths are escaped by doubling.
 
 use std::ffi::OsString;
@@ -62,6 +66,8 @@ pub struct QemuConfig {
     pub qmp_socket: PathBuf,
     pub console_log: PathBuf,
     pub forwards: Vec<Forward>,
+    /// Boot the Secure Boot (SMM) firmware: SMM on, variable flash SMM-only.
+    pub secure_boot: bool,
 }
 
 /// Escapes a path for a QEMU option value: ',' is the separator and is written as ",,".
@@ -76,7 +82,15 @@ pub fn args(c: &QemuConfig) -> Vec<OsString> {
         a.push(k.into());
         a.push(v);
     };
-    opt("-machine", "q35".into());
+    if c.secure_boot {
+        opt("-machine", "q35,smm=on".into());
+        opt(
+            "-global",
+            "driver=cfi.pflash01,property=secure,value=on".into(),
+        );
+    } else {
+        opt("-machine", "q35".into());
+    }
     match c.accel {
         Accel::Tcg => opt("-accel", "tcg".into()),
         Accel::Kvm => {
@@ -164,6 +178,7 @@ mod tests {
                     guest: 8080,
                 },
             ],
+            secure_boot: false,
         }
     }
 
@@ -201,5 +216,23 @@ mod tests {
             ..config()
         });
         assert!(kvm.contains("-accel kvm -cpu host"), "{kvm}");
+        assert!(!s.contains("smm") && !s.contains("cfi.pflash01"), "{s}");
+    }
+
+    /// Secure Boot: SMM on and the variable flash writable from SMM only.
+    #[test]
+    fn secure_boot_turns_on_smm_and_secure_pflash() {
+        let s = joined(&QemuConfig {
+            secure_boot: true,
+            ovmf_code: "/fw/OVMF_CODE_4M.secboot.fd".into(),
+            ..config()
+        });
+        for want in [
+            "-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on -accel tcg",
+            "-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/OVMF_CODE_4M.secboot.fd",
+            "-drive if=pflash,format=raw,unit=1,file=/run/x/OVMF_VARS.fd",
+        ] {
+            assert!(s.contains(want), "missing {want:?} in\n{s}");
+        }
     }
 }

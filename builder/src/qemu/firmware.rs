@@ -18,6 +18,9 @@ pub struct Firmware {
     pub code: PathBuf,
     /// The `OVMF_VARS*.fd` template; each run boots a private copy.
     pub vars_template: PathBuf,
+    /// The Secure Boot build of the same firmware (`OVMF_CODE_4M.secboot.fd`: SMM, so the variable
+    /// store can only be written through authenticated SetVariable) for `run --secure-boot`.
+    pub secure_boot_code: PathBuf,
     pub package: String,
     pub version: String,
     pub sha256: String,
@@ -43,12 +46,37 @@ pub fn resolve(
         .find(|p| p.name == spec.firmware.package)
         .with_context(|| format!("the fetched inputs lack {}", spec.firmware.package))?;
     Ok(Firmware {
+        secure_boot_code: secure_boot_code(&fetched.ovmf_code)?,
         code: fetched.ovmf_code,
         vars_template: fetched.ovmf_vars,
         package: pkg.name.clone(),
         version: pkg.version.clone(),
         sha256: pkg.sha256.clone(),
     })
+}
+
+/// Debian ships the SMM (Secure Boot) build of each OVMF_CODE beside it as `NAME.secboot.fd`.
+pub fn secure_boot_code(code: &Path) -> Result<PathBuf> {
+    let name = code
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".fd"))
+        .with_context(|| {
+            format!(
+                "firmware code {} is not an OVMF_CODE*.fd file",
+                code.display()
+            )
+        })?;
+    let path = code.with_file_name(format!("{name}.secboot.fd"));
+    if !path.is_file() {
+        bail!(
+            "{} is missing: the firmware package lacks the Secure Boot (SMM) build of {} that \
+             `run --secure-boot` needs (Debian's ovmf ships OVMF_CODE_4M.secboot.fd)",
+            path.display(),
+            code.display()
+        );
+    }
+    Ok(path)
 }
 
 /// Refuses a firmware that differs from the one recorded in the image's manifest.

@@ -71,6 +71,11 @@ pub struct RunArgs {
     /// Seconds the guest gets to power off after the ACPI power button (Ctrl-C) before QEMU is ended.
     #[arg(long, default_value_t = 30)]
     pub grace: u64,
+    /// Boot with Secure Boot enforced: the SMM build of the pinned OVMF (OVMF_CODE_4M.secboot.fd)
+    /// with a per-run copy of OUT/OVMF_VARS.fd, which `build --keys` writes with the owner's PK, KEK
+    /// and db enrolled. An unsigned or wrongly signed UKI is refused by the firmware.
+    #[arg(long)]
+    pub secure_boot: bool,
     /// The image spec: its [firmware] section names the pinned OVMF to boot.
     #[arg(long, default_value = "image.toml")]
     pub spec: PathBuf,
@@ -118,12 +123,18 @@ pub fn prepare(args: &RunArgs) -> Result<VmConfig> {
             fw.version
         );
     }
+    let (ovmf_code, ovmf_vars_template) = if args.secure_boot {
+        (fw.secure_boot_code, enrolled_vars(&args.out)?)
+    } else {
+        (fw.code, fw.vars_template)
+    };
     Ok(VmConfig {
         out: args.out.clone(),
         disk,
         disk_format,
-        ovmf_code: fw.code,
-        ovmf_vars_template: fw.vars_template,
+        ovmf_code,
+        ovmf_vars_template,
+        secure_boot: args.secure_boot,
         qemu,
         swtpm,
         accel: args.accel,
@@ -132,6 +143,19 @@ pub fn prepare(args: &RunArgs) -> Result<VmConfig> {
         echo_console: !args.detach,
         die_with_runner: !args.detach,
     })
+}
+
+/// The variable store with the owner's keys enrolled, written by `build --keys`.
+fn enrolled_vars(out: &Path) -> Result<PathBuf> {
+    let vars = out.join(crate::secureboot::OVMF_VARS_OUTPUT);
+    if !vars.is_file() {
+        bail!(
+            "--secure-boot needs {} with the owner's keys enrolled: build with `cvm-image build --keys DIR` \
+             (create keys with `cvm-image keys generate`)",
+            vars.display()
+        );
+    }
+    Ok(vars)
 }
 
 /// One VM per output directory: a second would overwrite its console log and state file.

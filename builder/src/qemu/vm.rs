@@ -39,6 +39,8 @@ pub struct VmConfig {
     pub disk_format: &'static str,
     pub ovmf_code: PathBuf,
     pub ovmf_vars_template: PathBuf,
+    /// SMM on and the variable flash SMM-only (`run --secure-boot`).
+    pub secure_boot: bool,
     pub qemu: PathBuf,
     pub swtpm: PathBuf,
     pub accel: Accel,
@@ -135,6 +137,7 @@ impl Vm {
             qmp_socket: run_dir.join("qmp.sock"),
             console_log: console_log.clone(),
             forwards: forwards.clone(),
+            secure_boot: cfg.secure_boot,
         };
 
         let mut swtpm = swtpm::spawn(&cfg.swtpm, &tpm, 0, cfg.die_with_runner)?;

@@ -2,7 +2,7 @@
 //!
 //! They are extended by the init in the SHA-256 bank only and logged in the runtime event log
 //! (`/eventlog/runtime`), not in the firmware's TCG log. That log records no TCG event type; EV_IPL
-//! is used for them here, the type systemd also uses for what an OS loader measures.
+//! is used for them here by convention (the type systemd-stub gives its PCR 11 measurements).
 
 use crate::eventlog::{EventType, ExpectedEvent, HashAlg};
 use crate::workload::RuntimeEvent;

@@ -63,7 +63,7 @@ fn check_gpt_event_data(data: &[u8]) -> Result<u64> {
     count.copy_from_slice(&data[GPT_HEADER_LEN..GPT_HEADER_LEN + 8]);
     let count = u64::from_le_bytes(count);
     let entries = (data.len() - GPT_HEADER_LEN - 8) as u64;
-    if count == 0 || entries % count != 0 {
+    if count == 0 || !entries.is_multiple_of(count) {
         return Err(bad(format!(
             "{count} partitions in {entries} bytes of entries"
         )));
