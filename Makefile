@@ -1,6 +1,9 @@
 # Thin wrappers over cargo and cvm-image. `make demo` is the main job, `make test` runs every test.
 SPEC    ?= image.toml
 OUT     ?= out
+# Demo Secure Boot keys (git-ignored), created on first use: the image's UKI is signed with db and the
+# keys are enrolled in out/OVMF_VARS.fd, so `make demo` boots with Secure Boot enforced.
+KEYS    ?= keys
 CVM     := target/release/cvm-image
 CARGO   ?= cargo
 
@@ -19,8 +22,12 @@ lock: tool
 fixtures: tool
 	$(CVM) fetch --spec $(SPEC) --kernel kernel/debian-6.1.toml --link-dir target/fixtures
 
-image: deps tool
-	$(CVM) build --spec $(SPEC) --out $(OUT)
+$(KEYS)/db.crt:
+	$(MAKE) tool
+	$(CVM) keys generate --dir $(KEYS)
+
+image: deps tool $(KEYS)/db.crt
+	$(CVM) build --spec $(SPEC) --out $(OUT) --keys $(KEYS)
 
 demo: image
 	@scripts/demo.sh $(OUT)

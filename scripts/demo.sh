@@ -44,8 +44,14 @@ stop_vm() {
 }
 trap stop_vm EXIT
 
-say "Booting $OUT/disk.raw (QEMU + OVMF + swtpm, TCG; console in $OUT/console.log)"
-urls=$("$CVM" run --out "$OUT" --spec "$SPEC" --detach) || die "the VM did not become healthy; see $OUT/console.log"
+SB=()
+SB_TEXT="Secure Boot off"
+if [ -f "$OUT/OVMF_VARS.fd" ]; then
+    SB=(--secure-boot)
+    SB_TEXT="Secure Boot on, the owner's keys enrolled"
+fi
+say "Booting $OUT/disk.raw (QEMU + OVMF + swtpm, TCG, $SB_TEXT; console in $OUT/console.log)"
+urls=$("$CVM" run --out "$OUT" --spec "$SPEC" --detach "${SB[@]}") || die "the VM did not become healthy; see $OUT/console.log"
 AGENT=$(printf '%s\n' "$urls" | awk '$1 == "agent" { print $2 }')
 WORKLOAD=$(printf '%s\n' "$urls" | awk '$1 == "workload" { print $2 }')
 [ -n "$AGENT" ] && [ -n "$WORKLOAD" ] || die "cvm-image run printed no URLs: $urls"
@@ -62,6 +68,10 @@ pretty "$WL"
 say "GET $WORKLOAD/ (the workload's greeting)"
 HELLO=$(curl -fsS --max-time 20 "$WORKLOAD/") || die "the workload did not answer"
 pretty "$HELLO"
+
+say "cvm-image verify --golden $OUT/golden-measurement.json --agent $AGENT"
+VERIFY=0
+"$CVM" verify --golden "$OUT/golden-measurement.json" --profile qemu --agent "$AGENT" || VERIFY=$?
 
 stop_vm
 trap - EXIT
@@ -83,8 +93,12 @@ check() {
 }
 check 23 "$GOT23" "$PRED23"
 check 11 "$GOT11" "$PRED11"
+if [ "$VERIFY" -ne 0 ]; then
+    echo "cvm-image verify: the VM does not match the golden measurements (exit $VERIFY)"
+    verdict=1
+fi
 if [ $verdict -eq 0 ]; then
-    echo "PASS: the booted VM measured exactly what the build predicted (workload and UKI)."
+    echo "PASS: the booted VM measured exactly what the build predicted (every predicted PCR, its event log, the workload)."
 else
     echo "FAIL: the booted VM's measurements differ from the prediction."
 fi

@@ -328,6 +328,24 @@ fn signed_image_boots_with_secure_boot_and_the_predicted_pcr7() {
         );
         assert_eq!(pcrs["sha256"]["11"], m["measurements"]["pcr11"]["value"]);
         assert_eq!(pcrs["sha256"]["23"], m["measurements"]["pcr23"]["value"]);
+        // The golden file of a signed build predicts the Secure Boot boot: every predicted PCR of
+        // its qemu profile (PCR 7 from the enrolled store, PCR 4 without a kernel event) is the TPM's.
+        let golden: Value = serde_json::from_slice(
+            &std::fs::read(img.built.out.join("golden-measurement.json")).unwrap(),
+        )
+        .unwrap();
+        for (pcr, entry) in golden["profiles"]["qemu"]["pcrs"]["sha256"]
+            .as_object()
+            .unwrap()
+        {
+            if entry["source"] == "predicted" {
+                assert_eq!(
+                    entry["value"],
+                    pcrs["sha256"][pcr.as_str()],
+                    "golden qemu PCR {pcr}"
+                );
+            }
+        }
         let c = console(&out);
         assert!(!REFUSALS.iter().any(|r| c.contains(r)), "{c}");
 

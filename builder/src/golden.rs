@@ -102,6 +102,10 @@ fn rule(profile: &str, pcr: u32) -> Rule {
     }
 }
 
+const QEMU_SECURE_BOOT: &str =
+    "cvm-image run --secure-boot: QEMU q35 (SMM) + the pinned OVMF secboot build \
+     with the owner's keys enrolled + swtpm";
+
 pub const PROFILES: [(&str, &str); 4] = [
     (
         "qemu",
@@ -117,10 +121,15 @@ pub fn golden(
     name: &str,
     version: &str,
     uki_sha256: &str,
+    secure_boot: bool,
     events: &[ExpectedEvent],
 ) -> Result<Golden> {
     let mut profiles = BTreeMap::new();
     for (profile, description) in PROFILES {
+        let description = match (profile, secure_boot) {
+            ("qemu", true) => QEMU_SECURE_BOOT,
+            _ => description,
+        };
         let mut bank = BTreeMap::new();
         for pcr in PCRS {
             bank.insert(pcr.to_string(), entry(rule(profile, pcr), pcr, events)?);

@@ -16,6 +16,7 @@
 //! Every stage is a pure function of its inputs; [`ids`] derives every identifier from content, and
 //! [`stages`] caches the expensive stages by content hash.
 
+pub mod attest;
 pub mod automata;
 pub mod bench;
 pub mod boot;

@@ -67,6 +67,21 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         keys: Option<PathBuf>,
     },
+    /// Predict the measurements of the image the spec describes, without writing the disk.
+    ///
+    /// Writes OUT/golden-measurement.json: per profile (qemu, gcp, aws, azure) the sha256 value of
+    /// PCRs 0–15 and 23, each predicted / reference / unknown and enforced or informational, with the
+    /// expected event log (docs/golden-measurement.md). `build` writes the same file.
+    Measure {
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Output directory.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Use this kernel profile instead of the spec's.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+    },
     /// Resolve the spec's Debian packages to exact versions and sha256 and write cvm-image.lock.
     ///
     /// Run it after changing a package name or suite in the spec, or when a pinned version vanished from
@@ -152,6 +167,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let result = pipeline::build(&spec, &opts)?;
             result.print_summary();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Measure {
+            inputs,
+            out,
+            kernel,
+        } => {
+            let spec = Spec::load(&inputs.spec, kernel.as_deref())?;
+            let opts = pipeline::Options::new(&spec, out, inputs.lock, inputs.cache);
+            let path = pipeline::measure(&spec, &opts)?;
+            println!("wrote {}", path.display());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Lock { inputs, kernel } => {

@@ -146,7 +146,27 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
         secure_boot: secure_boot.as_ref().map(|sb| &sb.info),
     })?;
     let golden_tmp = out.temp(golden::FILE);
-    write_golden(spec, &inputs, &manifest, &uki, &disk_tmp, &golden_tmp)?;
+    let enrolled = match (&keys, &secure_boot) {
+        (Some(k), Some(sb)) => {
+            let vars = sb
+                .files
+                .iter()
+                .find(|(name, _)| name == "OVMF_VARS.fd")
+                .map(|(_, path)| path.clone())
+                .context("the Secure Boot outputs have no OVMF_VARS.fd")?;
+            Some((vars, k.db.cert_der()?))
+        }
+        _ => None,
+    };
+    write_golden(
+        spec,
+        &inputs,
+        &manifest,
+        &uki,
+        &disk_tmp,
+        enrolled.as_ref(),
+        &golden_tmp,
+    )?;
     let manifest_tmp = out.temp("manifest.json");
     std::fs::write(&manifest_tmp, manifest.to_json()?)
         .with_context(|| format!("cannot write {}", manifest_tmp.display()))?;
@@ -178,6 +198,28 @@ fn load_keys(opts: &Options) -> Result<Option<secureboot::keys::SecureBootKeys>>
     })
 }
 
+/// `cvm-image measure`: the prediction alone. Runs the (cached) build in a scratch directory — the GPT
+/// event needs the disk's partition table — and keeps only `golden-measurement.json` in `opts.out`.
+pub fn measure(spec: &Spec, opts: &Options) -> Result<PathBuf> {
+    let scratch = opts.out.join(".measure.tmp");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let inner = Options {
+        out: scratch.clone(),
+        lock: opts.lock.clone(),
+        cache: opts.cache.clone(),
+        targets: vec![],
+        keys: opts.keys.clone(),
+    };
+    let result = build(spec, &inner).and_then(|_| {
+        let dest = opts.out.join(golden::FILE);
+        std::fs::rename(scratch.join(golden::FILE), &dest)
+            .with_context(|| format!("cannot write {}", dest.display()))?;
+        Ok(dest)
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
 /// The requested CSP/VMM artifacts, each holding exactly this disk.raw; identifiers in them (VMDK CID,
 /// VHD unique id) are derived from the disk's content.
 fn write_artifacts(
@@ -201,27 +243,44 @@ fn write_artifacts(
     )
 }
 
-/// Predict the boot of the built image and write the golden measurements.
+/// Predict the boot of the built image and write the golden measurements. With Secure Boot
+/// (`enrolled` = the enrolled VARS store and the db certificate that signed the UKI), PCR 7 comes from
+/// that store and systemd-stub 252 loads the kernel without a PCR 4 event.
 fn write_golden(
     spec: &Spec,
     inputs: &fetch::Fetched,
     manifest: &crate::manifest::Manifest,
     uki: &boot::Uki,
     disk: &std::path::Path,
+    enrolled: Option<&(PathBuf, Vec<u8>)>,
     dest: &std::path::Path,
 ) -> Result<()> {
     let workload = predict::workload_events(manifest, spec)?;
-    let events = predict::expected_events(
+    let mut events = predict::expected_events(
         &uki.path,
         disk,
         &inputs.ovmf_vars,
         &workload,
         &predict::BANKS,
     )?;
+    if let Some((vars, db_cert)) = enrolled {
+        let store =
+            std::fs::read(vars).with_context(|| format!("cannot read {}", vars.display()))?;
+        let pcr7 = secureboot::pcr7_expected(&store, db_cert, &predict::BANKS)?;
+        let at = events
+            .iter()
+            .position(|e| e.pcr == 7)
+            .unwrap_or(events.len());
+        events.retain(|e| {
+            e.pcr != 7 && e.description != cvm_measure::predict::pcr4::KERNEL_DESCRIPTION
+        });
+        events.splice(at.min(events.len())..at.min(events.len()), pcr7);
+    }
     let g = golden::golden(
         &spec.image.name,
         &spec.image.version,
         &uki.meta.sha256,
+        enrolled.is_some(),
         &events,
     )?;
     let mut json = serde_json::to_vec_pretty(&g)?;

@@ -485,4 +485,41 @@ mod tests {
             "{err}"
         );
     }
+    /// `[secure_boot] keys` is optional, resolved against the spec's directory, and strict.
+    #[test]
+    fn secure_boot_section_resolves_keys_against_the_spec() {
+        let d = scratch("secure-boot");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .canonicalize()
+            .unwrap();
+        let text = std::fs::read_to_string(root.join("image.toml")).unwrap();
+        let text = text
+            .replace("\"kernel/", &format!("\"{}/kernel/", root.display()))
+            .replace("\"esp/", &format!("\"{}/esp/", root.display()))
+            .replace(
+                "overlay = \"rootfs\"",
+                &format!("overlay = \"{}/rootfs\"", root.display()),
+            )
+            .replace(
+                "dir = \"workload\"",
+                &format!("dir = \"{}/workload\"", root.display()),
+            );
+        let without = write(&d, "plain.toml", &text);
+        assert!(Spec::load(&without, None).unwrap().secure_boot.is_none());
+        let with = write(
+            &d,
+            "image.toml",
+            &format!("{text}\n[secure_boot]\nkeys = \"my-keys\"\n"),
+        );
+        let spec = Spec::load(&with, None).unwrap();
+        assert_eq!(spec.secure_boot.unwrap().keys, d.join("my-keys"));
+        let typo = write(
+            &d,
+            "typo.toml",
+            &format!("{text}\n[secure_boot]\nkey = \"k\"\n"),
+        );
+        let err = format!("{:#}", Spec::load(&typo, None).unwrap_err());
+        assert!(err.contains("unknown field `key`"), "{err}");
+    }
 }

@@ -7,13 +7,16 @@
 //! | `GET /eventlog`          | the firmware's TCG event log (binary), `application/octet-stream` |
 //! | `GET /eventlog/runtime`  | the init's PCR 23 log (JSON lines), `application/x-ndjson`        |
 //! | `GET /workload`          | `{"name":…,"services":[{name,state,pid,restarts,restart,last_exit}]}` |
+//! | `GET /collaterals?nonce=HEX` | quote, AK, PCRs, logs, EK, TEE report ([`crate::evidence`])   |
+//! | `POST /activate-credential`  | `{credential_blob, secret}` → `{cert_info}` ([`crate::evidence`]) |
 //!
 //! Every error is `{"error":"…"}` with a status that says whose fault it is: 404 unknown path or
 //! missing log file, 405 wrong method, 503 TPM unavailable, 500 anything else. Malformed HTTP is
 //! rejected by hyper with 400 before it reaches a handler.
 //!
 //! The same router is served on the external port (8000) and on loopback (7999) for the workload's
-//! sidecar use; nothing here mutates state, so both get the same read-only view.
+//! sidecar use. Only `/activate-credential` changes TPM state, and only transiently (a policy
+//! session and the keys it loads are flushed before it answers).
 
 use std::io::ErrorKind;
 use std::path::PathBuf;
@@ -26,6 +29,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::evidence::Evidence;
 use crate::supervisor::{Supervisor, WorkloadStatus};
 use crate::tpm::{read_sha256_pcrs, PcrValues, TpmSource};
 
@@ -51,8 +55,10 @@ pub enum WorkloadView {
 
 #[derive(Clone)]
 pub struct AppState {
-    config: Arc<ApiConfig>,
+    pub(crate) config: Arc<ApiConfig>,
     workload: Arc<WorkloadView>,
+    /// Attestation keys of this boot and the TEE interface.
+    pub(crate) evidence: Arc<Evidence>,
 }
 
 impl AppState {
@@ -60,7 +66,14 @@ impl AppState {
         AppState {
             config: Arc::new(config),
             workload: Arc::new(workload),
+            evidence: Arc::new(Evidence::default()),
         }
+    }
+
+    /// Replaces the evidence state (tests point the TEE interfaces elsewhere).
+    pub fn with_evidence(mut self, evidence: Evidence) -> Self {
+        self.evidence = Arc::new(evidence);
+        self
     }
 }
 
@@ -72,7 +85,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -95,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .route("/eventlog", get(eventlog))
         .route("/eventlog/runtime", get(runtime_eventlog))
         .route("/workload", get(workload))
+        .merge(crate::evidence::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -186,7 +200,7 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!(
-            "{method} is not allowed on {} (the API is read-only: use GET)",
+            "{method} is not allowed on {} (see the API table for each endpoint's method)",
             uri.path()
         ),
     )

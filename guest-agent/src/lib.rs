@@ -13,10 +13,12 @@
 
 pub mod api;
 pub mod console;
+pub mod evidence;
 pub mod net;
 pub mod pid1;
 pub mod power_button;
 pub mod settings;
 pub mod supervisor;
+pub mod tee;
 pub mod tpm;
 pub mod workload;

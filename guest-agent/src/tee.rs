@@ -136,7 +136,10 @@ pub fn configfs_tsm_report(root: &Path, report_data: &[u8; REPORT_DATA_LEN]) -> 
     }
     let tee = tee_of_provider(&provider);
     if tee == TeeType::None {
-        bail!("configfs-tsm provider {:?} is not SEV-SNP or TDX", provider.trim());
+        bail!(
+            "configfs-tsm provider {:?} is not SEV-SNP or TDX",
+            provider.trim()
+        );
     }
     Ok(TeeReport {
         tee,
