@@ -19,7 +19,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 WS=$(cd "$HERE/../.." && pwd)
-FIXTURES=${FIXTURES:-/work/fixtures/x}
+FIXTURES=${FIXTURES:-$WS/target/fixtures}
 OUT=${OUT:-$(mktemp -d /tmp/cvm-boot-test.XXXXXX)}
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-300}
 KERNELS=("$@")
