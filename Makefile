@@ -33,7 +33,7 @@ demo: image
 	@scripts/demo.sh $(OUT)
 
 test: deps fixtures
-	$(CARGO) test --locked --workspace --release
+	$(CARGO) test --locked --workspace --release --no-fail-fast
 
 bench: deps tool
 	$(CARGO) run --release --locked -p cvm-image --bin cvm-bench

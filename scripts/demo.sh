@@ -69,9 +69,10 @@ say "GET $WORKLOAD/ (the workload's greeting)"
 HELLO=$(curl -fsS --max-time 20 "$WORKLOAD/") || die "the workload did not answer"
 pretty "$HELLO"
 
-say "cvm-image verify --golden $OUT/golden-measurement.json --agent $AGENT"
+say "cvm-image verify --golden $OUT/golden-measurement.json --agent $AGENT --ek-ca $OUT/ek-ca.pem"
 VERIFY=0
-"$CVM" verify --golden "$OUT/golden-measurement.json" --profile qemu --agent "$AGENT" || VERIFY=$?
+"$CVM" verify --golden "$OUT/golden-measurement.json" --profile qemu --agent "$AGENT" \
+    --ek-ca "$OUT/ek-ca.pem" || VERIFY=$?
 
 stop_vm
 trap - EXIT

@@ -88,7 +88,9 @@ fn boot_once() -> Booted {
             .arg("verify")
             .arg("--golden")
             .arg(&golden)
-            .args(["--agent", &agent, "--json"]))
+            .args(["--agent", &agent, "--json"])
+            .arg("--ek-ca")
+            .arg(out.join("ek-ca.pem")))
     });
     let stop = run(Command::new(cvm_image())
         .args(["stop", "--grace", "20", "--out"])

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub mod boot;
 pub mod build;
 pub mod formats;
 pub mod squashfs;
@@ -104,5 +105,6 @@ pub fn run_all() -> Result<()> {
     squashfs::bench()?;
     build::bench()?;
     formats::bench()?;
+    boot::bench()?;
     Ok(())
 }

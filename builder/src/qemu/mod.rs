@@ -216,6 +216,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         st.workload_url,
         cmdline::GUEST_WORKLOAD_PORT
     );
+    if let Some(ca) = &st.ek_ca {
+        eprintln!(
+            "cvm-image: EK CA      {}  (for `cvm-image verify --ek-ca`)",
+            ca.display()
+        );
+    }
 
     match vm.wait_healthy(Duration::from_secs(args.timeout), &interrupted)? {
         Outcome::Healthy(after) => {
@@ -255,6 +261,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         let st = vm.detach();
         println!("agent    {}", st.agent_url);
         println!("workload {}", st.workload_url);
+        if let Some(ca) = &st.ek_ca {
+            println!("ek-ca    {}", ca.display());
+        }
         eprintln!(
             "cvm-image: running detached (QEMU pid {}, swtpm pid {}); stop it with `cvm-image stop --out {}`",
             st.qemu_pid,

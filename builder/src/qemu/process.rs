@@ -146,6 +146,11 @@ mod tests {
         let pid = child.id();
         assert!(is_alive(pid));
         assert_eq!(stat(pid).unwrap().pgrp, pid);
+        // Between fork and exec the child still shows the test binary's command line: wait for exec.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !is_ours(pid, pid, "sleep", "30") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(is_ours(pid, pid, "sleep", "30"));
         assert!(!is_ours(pid, pid, "sleep", "no-such-marker"));
         assert!(!is_ours(pid, pid + 1, "sleep", "30"));

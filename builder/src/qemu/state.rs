@@ -28,6 +28,10 @@ pub struct RunState {
     /// File names of the programs, to recognise the processes again (PID reuse).
     pub qemu_program: String,
     pub swtpm_program: String,
+    /// The certificates of the local CA that issued the vTPM's EK certificate (`OUT/ek-ca.pem`):
+    /// what `cvm-image verify --ek-ca` checks the EK chain against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ek_ca: Option<PathBuf>,
 }
 
 pub fn path(out: &Path) -> PathBuf {
@@ -94,6 +98,7 @@ mod tests {
             workload_url: "http://127.0.0.1:2".into(),
             qemu_program: "qemu-system-x86_64".into(),
             swtpm_program: "swtpm".into(),
+            ek_ca: Some(dir.join("ek-ca.pem")),
         };
         s.write(&dir).unwrap();
         assert_eq!(RunState::read(&dir).unwrap(), s);

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 /// Console log, QEMU's own messages: both in the output directory.
 pub const CONSOLE_LOG: &str = "console.log";
 pub const QEMU_LOG: &str = "qemu.log";
+/// The vTPM's EK CA certificates, in the output directory (they outlive the run directory).
+pub const EK_CA: &str = "ek-ca.pem";
 /// How often the health check is tried while booting.
 const HEALTH_POLL: Duration = Duration::from_millis(250);
 const HEALTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -140,6 +142,11 @@ impl Vm {
             secure_boot: cfg.secure_boot,
         };
 
+        swtpm::provision(&cfg.swtpm, &tpm)?;
+        let ek_ca = cfg.out.join(EK_CA);
+        std::fs::write(&ek_ca, tpm.ca_bundle()?).with_context(|| {
+            format!("cannot write the EK CA certificates to {}", ek_ca.display())
+        })?;
         let mut swtpm = swtpm::spawn(&cfg.swtpm, &tpm, 0, cfg.die_with_runner)?;
         let pgrp = swtpm.id();
         // A stale log of an earlier run must not be mistaken for this one's.
@@ -165,6 +172,7 @@ impl Vm {
             workload_url: url(forwards[1].host),
             qemu_program: file_name(&cfg.qemu),
             swtpm_program: file_name(&cfg.swtpm),
+            ek_ca: Some(ek_ca),
         };
         let mut vm = Vm {
             qemu,

@@ -1,5 +1,7 @@
 //! The checks: evidence against one profile of a golden file, as a [`Verdict`].
 //!
+//! 0. **Attestation** (agent evidence): the quote, AK↔EK and EK certificate checks of
+//!    [`super::collaterals`]; a failed one fails the verdict, a skipped one (`--insecure-no-ek`) is shown.
 //! 1. **The logs replay to the reported values.** The firmware log, replayed per bank, must give the
 //!    reported value of every PCR it extends; the runtime log continues from there for the PCRs it
 //!    extends (PCR 23). A log that does not replay cannot explain the values, so its event-level
@@ -10,6 +12,7 @@
 //! 3. **Event-level diff** for every PCR that failed either check and whose golden entry lists its
 //!    events: the first expected event the log does not match ([`eventlog::diff_pcrs`]).
 
+use super::collaterals::{AttestCheck, CheckKind, CheckStatus};
 use super::evidence::{Evidence, Origin};
 use crate::golden::{Golden, ImageRef, PcrEntry, Source};
 use anyhow::{bail, Context, Result};
@@ -33,6 +36,8 @@ pub struct Verdict {
     pub profile: String,
     pub image: ImageRef,
     pub evidence: EvidenceSummary,
+    /// The quote, AK↔EK binding and EK certificate checks (empty for offline evidence).
+    pub attestation: Vec<AttestCheck>,
     /// Replay of each log against the reported values.
     pub logs: Vec<LogCheck>,
     /// One row per PCR and bank of the profile, ascending.
@@ -46,7 +51,7 @@ pub struct Verdict {
 #[derive(Debug, Clone, Serialize)]
 pub struct EvidenceSummary {
     pub origin: Origin,
-    /// Whether the PCR values were authenticated by a verified TPM quote (not yet: issue 5).
+    /// Whether the PCR values were authenticated by a TPM quote over the verifier's fresh nonce.
     pub quoted: bool,
     /// Banks the evidence reports.
     pub banks: Vec<HashAlg>,
@@ -148,7 +153,13 @@ pub fn verify(golden: &Golden, profile: &str, evidence: &Evidence) -> Result<Ver
         .flat_map(|l| l.mismatches.iter().map(|m| (m.bank, m.pcr)))
         .collect();
     let differences = differences(&entries, &pcrs, &replay_failed, evidence);
-    let failures = failures(&logs, &pcrs);
+    let mut failures: Vec<String> = attestation_failures(&evidence.attestation);
+    failures.extend(self::failures(&logs, &pcrs));
+    let quoted = evidence.quote.is_some()
+        && evidence
+            .attestation
+            .iter()
+            .any(|c| c.check == CheckKind::Quote && c.status == CheckStatus::Ok);
     Ok(Verdict {
         format: VERDICT_FORMAT,
         ok: failures.is_empty(),
@@ -156,9 +167,10 @@ pub fn verify(golden: &Golden, profile: &str, evidence: &Evidence) -> Result<Ver
         image: golden.image.clone(),
         evidence: EvidenceSummary {
             origin: evidence.origin.clone(),
-            quoted: false,
+            quoted,
             banks: evidence.pcrs.keys().copied().collect(),
         },
+        attestation: evidence.attestation.clone(),
         logs,
         pcrs,
         differences,
@@ -403,6 +415,21 @@ fn runtime_as_events(runtime: &[RuntimeEvent]) -> Vec<Event> {
         .collect()
 }
 
+fn attestation_failures(checks: &[AttestCheck]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Failed)
+        .map(|c| {
+            let what = match c.check {
+                CheckKind::Quote => "TPM quote",
+                CheckKind::AkEkBinding => "AK↔EK binding (credential activation)",
+                CheckKind::EkCertificate => "EK certificate chain",
+            };
+            format!("{what}: {}", c.detail)
+        })
+        .collect()
+}
+
 fn failures(logs: &[LogCheck], pcrs: &[PcrResult]) -> Vec<String> {
     let mut out = vec![];
     for l in logs {
@@ -526,6 +553,7 @@ mod tests {
             eventlog: log,
             runtime: None,
             quote: None,
+            attestation: vec![],
         }
     }
 

@@ -1,24 +1,27 @@
 //! `cvm-image verify`: does a VM's evidence match the golden measurement predicted at build time?
 //!
-//! The evidence (reported PCRs, firmware TCG log, runtime PCR 23 log) comes from files or from the
-//! guest agent ([`evidence`]); [`check::verify`] compares it with one profile of
-//! `golden-measurement.json` and returns a [`check::Verdict`], printed as a per-PCR table with the
+//! With `--agent URL` the verifier draws a fresh random nonce, fetches the agent's collaterals and
+//! checks the TPM quote, the AK↔EK binding by credential activation and the EK certificate chain
+//! against `--ek-ca` ([`collaterals`], [`ekcert`]); the quoted PCR values are then the evidence.
+//! Offline (`--eventlog`/`--pcrs` files) the values are only reported (`evidence.quoted: false`).
+//! [`check::verify`] replays the logs against the values and compares them with one profile of
+//! `golden-measurement.json`, returning a [`check::Verdict`], printed as a per-PCR table with the
 //! first differing event of each failed PCR ([`report`]) or as JSON (`--json`).
 //!
 //! Exit status: 0 when everything enforced holds, 1 when verification failed, 2 on usage or input
-//! errors (unreadable files, malformed logs, unreachable agent, unknown profile).
-//!
-//! Not yet (issue 5): a fresh nonce, the TPM quote and its AK/EK chain. Until then the PCR values
-//! are what the VM *reports*, and the verdict says so (`evidence.quoted: false`).
+//! errors (unreadable files, malformed logs or collaterals, unreachable agent, unknown profile).
 
 pub mod check;
+pub mod collaterals;
+pub mod ekcert;
 pub mod evidence;
 pub mod report;
 
 use crate::golden::{self, Golden};
 use anyhow::{bail, Context, Result};
 use check::verify;
-use evidence::Evidence;
+use collaterals::EkTrust;
+use evidence::{Evidence, Origin};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -45,9 +48,16 @@ pub struct VerifyArgs {
     /// The init's runtime event log (JSON lines, as GET /eventlog/runtime serves it).
     #[arg(long, requires = "eventlog", conflicts_with = "agent")]
     pub runtime_log: Option<PathBuf>,
-    /// Fetch /pcrs, /eventlog and /eventlog/runtime from this agent (e.g. http://127.0.0.1:8000).
+    /// Fetch quoted collaterals from this agent with a fresh nonce (e.g. http://127.0.0.1:8000).
     #[arg(long)]
     pub agent: Option<String>,
+    /// PEM bundle of the CA certificates the VM's EK certificate must chain to (`cvm-image run`
+    /// writes OUT/ek-ca.pem). Required with --agent unless --insecure-no-ek.
+    #[arg(long, requires = "agent", conflicts_with = "insecure_no_ek")]
+    pub ek_ca: Option<PathBuf>,
+    /// Do not check the EK certificate: the quote may then come from any TPM, even a software one.
+    #[arg(long, requires = "agent")]
+    pub insecure_no_ek: bool,
     /// Seconds to wait for each agent request.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -81,13 +91,58 @@ impl VerifyArgs {
 
     fn evidence(&self) -> Result<Evidence> {
         match (&self.agent, &self.eventlog, &self.pcrs) {
-            (Some(url), None, None) => Evidence::from_agent(url, Duration::from_secs(self.timeout)),
+            (Some(url), None, None) => self.agent_evidence(url),
             (None, Some(log), Some(pcrs)) => {
                 Evidence::from_files(log, pcrs, self.runtime_log.as_deref())
             }
             _ => bail!("give either --agent URL, or --eventlog FILE and --pcrs FILE"),
         }
     }
+}
+
+impl VerifyArgs {
+    /// Fresh nonce → collaterals → attestation checks (the activation goes back to the same agent).
+    fn agent_evidence(&self, url: &str) -> Result<Evidence> {
+        let trust = match (&self.ek_ca, self.insecure_no_ek) {
+            (Some(path), false) => EkTrust::Ca(ekcert::load_bundle(path)?),
+            (None, true) => {
+                eprintln!(
+                    "cvm-image: WARNING: --insecure-no-ek: the EK certificate is not checked, so \
+                     the quote is not known to come from a genuine TPM"
+                );
+                EkTrust::Insecure
+            }
+            _ => bail!(
+                "--agent needs --ek-ca FILE (the EK CA bundle; `cvm-image run` writes \
+                 OUT/ek-ca.pem), or --insecure-no-ek to skip the EK certificate check"
+            ),
+        };
+        let base = url.trim_end_matches('/');
+        let timeout = Duration::from_secs(self.timeout);
+        let nonce = collaterals::fresh_nonce();
+        let c = collaterals::fetch_collaterals(base, &nonce, timeout)?;
+        let activate = |m: &crate::attest::credential::MadeCredential| {
+            collaterals::activate_credential(base, m, timeout)
+        };
+        collaterals::check_collaterals(
+            &c,
+            &nonce,
+            &trust,
+            &activate,
+            unix_now()?,
+            Origin::Agent {
+                url: base.to_string(),
+            },
+        )
+    }
+}
+
+/// Seconds since the epoch: when the EK certificates must be valid.
+fn unix_now() -> Result<u64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs())
 }
 
 /// Read and check a golden file (any supported format version).

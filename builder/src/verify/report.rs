@@ -1,6 +1,7 @@
 //! The text form of a [`Verdict`]: logs, a per-PCR table, the event-level differences, the verdict.
 
 use super::check::{LogCheck, LogKind, LogStatus, PcrResult, PcrStatus, Verdict};
+use super::collaterals::{AttestCheck, CheckKind, CheckStatus};
 use std::fmt::Write;
 
 /// Render `v` for a terminal (`golden` names the golden file in the header).
@@ -12,12 +13,20 @@ pub fn render_text(v: &Verdict, golden: &str) -> String {
         v.image.name, v.image.version, v.profile
     );
     let _ = writeln!(s, "evidence: {}", v.evidence.origin.describe());
-    if !v.evidence.quoted {
+    if v.evidence.quoted {
+        s.push_str("  (PCR values quoted by the TPM over a fresh nonce)\n");
+    } else {
         let _ = writeln!(
             s,
-            "  (PCR values as reported by the VM: no TPM quote was checked, so this proves \
-             consistency with the prediction, not authenticity)"
+            "  (not quoted: PCR values as reported by the VM, no TPM quote was checked, so this \
+             proves consistency with the prediction, not authenticity)"
         );
+    }
+    if !v.attestation.is_empty() {
+        s.push_str("\nattestation:\n");
+        for c in &v.attestation {
+            s.push_str(&attest_line(c));
+        }
     }
     s.push_str("\nevent logs:\n");
     for l in &v.logs {
@@ -47,6 +56,20 @@ pub fn render_text(v: &Verdict, golden: &str) -> String {
         }
     }
     s
+}
+
+fn attest_line(c: &AttestCheck) -> String {
+    let name = match c.check {
+        CheckKind::Quote => "TPM quote",
+        CheckKind::AkEkBinding => "AK↔EK binding",
+        CheckKind::EkCertificate => "EK certificate",
+    };
+    let status = match c.status {
+        CheckStatus::Ok => "ok",
+        CheckStatus::Failed => "FAILED",
+        CheckStatus::Skipped => "SKIPPED",
+    };
+    format!("  {status:<7} {name}: {}\n", c.detail)
 }
 
 fn log_line(l: &LogCheck) -> String {

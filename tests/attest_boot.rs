@@ -1,0 +1,357 @@
+//! Remote attestation against ONE real boot of the default image (`cvm-image run --detach`: QEMU
+//! TCG + OVMF + swtpm manufactured by swtpm_setup with the run's private local CA).
+//!
+//! While the VM runs:
+//! * `cvm-image verify --agent URL --ek-ca OUT/ek-ca.pem` exits 0, the JSON verdict says
+//!   `quoted: true` and every attestation check is ok;
+//! * `tpm2_checkquote` (tpm2-tools, independent) accepts the served quote, signature, AK public,
+//!   PCR values and our nonce;
+//! * the check function on collaterals fetched once (the agent stays up for credential activation):
+//!   as served they verify; each alteration is rejected with its reason — a stale nonce (replay),
+//!   a flipped signature byte, an altered PCR value, one event of the log changed, a different EK
+//!   for the credential;
+//! * `verify --ek-ca` with a fresh CA of the same names fails on the EK certificate chain.
+
+mod common;
+use common::*;
+
+use base64::Engine;
+use cvm_image::verify::check::{verify, Verdict};
+use cvm_image::verify::collaterals::{
+    activate_credential, check_collaterals, fetch_collaterals, fresh_nonce, CheckKind, CheckStatus,
+    Collaterals, EkTrust,
+};
+use cvm_image::verify::evidence::Origin;
+use cvm_image::verify::{ekcert, load_golden};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Seconds a boot may take to become healthy (TCG on a loaded machine).
+const BOOT_TIMEOUT_SECS: &str = "400";
+/// Per-request timeout towards the agent (quotes on swtpm under TCG are slow).
+const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// PCRs the agent quotes and their TPMS_PCR_SELECTION bitmap (0–15, 23).
+const QUOTED_PCRS: [u32; 17] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 23];
+const QUOTED_SELECT: [u8; 3] = [0xFF, 0xFF, 0x80];
+/// Bytes of an RSA 2048 modulus: the last field (`unique`) of the EK's TPMT_PUBLIC.
+const RSA2048_MODULUS_LEN: usize = 256;
+
+/// Stops the VM when the test ends, whatever happened.
+struct RunningVm {
+    out: PathBuf,
+}
+
+impl Drop for RunningVm {
+    fn drop(&mut self) {
+        let _ = Command::new(cvm_image())
+            .args(["stop", "--grace", "20", "--out"])
+            .arg(&self.out)
+            .output();
+    }
+}
+
+fn b64() -> &'static base64::engine::GeneralPurpose {
+    &base64::engine::general_purpose::STANDARD
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `cvm-image verify --agent … --json` with `extra`; exit code and verdict.
+fn verify_cli(golden: &Path, agent: &str, extra: &[&std::ffi::OsStr]) -> (i32, Value) {
+    let o = run(Command::new(cvm_image())
+        .arg("verify")
+        .arg("--golden")
+        .arg(golden)
+        .args(["--agent", agent, "--json"])
+        .args(extra));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON verdict ({e}): {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o.status.code().unwrap_or(-1), v)
+}
+
+/// The PCR file format tpm2-tools 5.4 reads with `tpm2_checkquote -f` (see tpm/tests/attest.rs):
+/// TPML_PCR_SELECTION as in-memory C structs, then the TPML_DIGEST lists of 8 values each.
+fn tpm2_tools_serialized_pcrs(select: [u8; 3], values: &[Vec<u8>]) -> Vec<u8> {
+    const SELECTIONS: usize = 16;
+    const DIGESTS_PER_LIST: usize = 8;
+    const DIGEST_BUFFER: usize = 64;
+    let mut out = Vec::new();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&0x000Bu16.to_le_bytes());
+    out.push(3);
+    out.extend_from_slice(&select);
+    out.extend_from_slice(&[0, 0]);
+    out.resize(4 + SELECTIONS * 8, 0);
+    let lists: Vec<&[Vec<u8>]> = values.chunks(DIGESTS_PER_LIST).collect();
+    out.extend_from_slice(&(lists.len() as u32).to_le_bytes());
+    for list in lists {
+        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for i in 0..DIGESTS_PER_LIST {
+            let v: &[u8] = list.get(i).map(Vec::as_slice).unwrap_or(&[]);
+            out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            out.extend_from_slice(v);
+            out.resize(out.len() + DIGEST_BUFFER - v.len(), 0);
+        }
+    }
+    out
+}
+
+/// tpm2_checkquote on the served quote with `nonce`.
+fn tpm2_checkquote(dir: &Path, c: &Collaterals, nonce: &[u8]) -> std::process::Output {
+    let values: Vec<Vec<u8>> = QUOTED_PCRS
+        .iter()
+        .map(|p| hex::decode(&c.pcrs["sha256"][&p.to_string()]).unwrap())
+        .collect();
+    std::fs::write(dir.join("ak.pub"), b64().decode(&c.ak_public).unwrap()).unwrap();
+    std::fs::write(dir.join("quote"), b64().decode(&c.quote).unwrap()).unwrap();
+    std::fs::write(dir.join("sig"), b64().decode(&c.signature).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("pcrs"),
+        tpm2_tools_serialized_pcrs(QUOTED_SELECT, &values),
+    )
+    .unwrap();
+    run(Command::new("tpm2_checkquote")
+        .current_dir(dir)
+        .args(["-u", "ak.pub", "-m", "quote", "-s", "sig", "-g", "sha256"])
+        .args(["-f", "pcrs", "-q", &hex::encode(nonce)]))
+}
+
+fn status_of(v: &Verdict, kind: CheckKind) -> (CheckStatus, String) {
+    let c = v
+        .attestation
+        .iter()
+        .find(|c| c.check == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} check"));
+    (c.status, c.detail.clone())
+}
+
+/// A TCG log with one byte of one PCR 4 event's SHA-256 digest flipped (a digest found once).
+fn log_with_one_event_changed(log: &[u8]) -> Vec<u8> {
+    let parsed = cvm_measure::eventlog::parse(log).unwrap();
+    let digest = parsed
+        .events
+        .iter()
+        .filter(|e| e.pcr == 4 && e.is_extended())
+        .flat_map(|e| e.digests.iter())
+        .find(|d| d.alg == cvm_measure::eventlog::HashAlg::SHA256)
+        .expect("a PCR 4 event with a SHA-256 digest")
+        .digest
+        .clone();
+    let at: Vec<usize> = log
+        .windows(digest.len())
+        .enumerate()
+        .filter(|(_, w)| *w == digest.as_slice())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "the digest occurs once in the log");
+    let mut changed = log.to_vec();
+    changed[at[0] + 5] ^= 0x01;
+    changed
+}
+
+#[test]
+fn quoted_attestation_of_one_boot() {
+    let out = default_image().out.clone();
+    let golden_path = out.join("golden-measurement.json");
+    let o = run(Command::new(cvm_image())
+        .args(["run", "--detach", "--timeout", BOOT_TIMEOUT_SECS])
+        .arg("--spec")
+        .arg(repo().join("image.toml"))
+        .arg("--out")
+        .arg(&out));
+    let _vm = RunningVm { out: out.clone() };
+    let console = std::fs::read_to_string(out.join("console.log")).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "run --detach failed:\n{}\nconsole:\n{console}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let agent = state["agent_url"].as_str().unwrap().to_string();
+    let ek_ca = PathBuf::from(state["ek_ca"].as_str().expect("run.json names ek_ca"));
+    assert_eq!(ek_ca, out.join("ek-ca.pem"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("ek-ca    {}", ek_ca.display())),
+        "{stdout}"
+    );
+
+    // The command line, end to end.
+    let (code, v) = verify_cli(
+        &golden_path,
+        &agent,
+        &["--ek-ca".as_ref(), ek_ca.as_os_str()],
+    );
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["evidence"]["quoted"], true, "{v:#}");
+    let kinds: Vec<(&str, &str)> = v["attestation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["check"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("quote", "ok"),
+            ("ak-ek-binding", "ok"),
+            ("ek-certificate", "ok")
+        ]
+    );
+
+    // tpm2-tools accepts the served quote with our nonce, and not with another.
+    let nonce = fresh_nonce();
+    let c = fetch_collaterals(&agent, &nonce, AGENT_TIMEOUT).unwrap();
+    assert_eq!(c.nonce, hex::encode(nonce));
+    let dir = scratch("attest-checkquote");
+    let q = tpm2_checkquote(&dir, &c, &nonce);
+    assert!(
+        q.status.success(),
+        "tpm2_checkquote rejected the quote: {}",
+        String::from_utf8_lossy(&q.stderr)
+    );
+    let q = tpm2_checkquote(&dir, &c, &fresh_nonce());
+    assert!(
+        !q.status.success(),
+        "tpm2_checkquote accepted another nonce"
+    );
+
+    // The check function on these collaterals, with the live agent for credential activation.
+    let golden = load_golden(&golden_path).unwrap();
+    let bundle = ekcert::load_bundle(&ek_ca).unwrap();
+    let trust = EkTrust::Ca(bundle);
+    let activate = |m: &_| activate_credential(&agent, m, AGENT_TIMEOUT);
+    let check = |c: &Collaterals, nonce: &[u8], trust: &EkTrust| -> Verdict {
+        let origin = Origin::Agent { url: agent.clone() };
+        let e = check_collaterals(c, nonce, trust, &activate, unix_now(), origin).unwrap();
+        verify(&golden, "qemu", &e).unwrap()
+    };
+    let good = check(&c, &nonce, &trust);
+    assert!(good.ok, "{:#?}", good.failures);
+    assert!(good.evidence.quoted);
+
+    // (a) Stale nonce: the collaterals answer another verifier's (or an earlier) nonce.
+    let v = check(&c, &fresh_nonce(), &trust);
+    assert!(!v.ok && !v.evidence.quoted);
+    let (s, why) = status_of(&v, CheckKind::Quote);
+    assert_eq!(s, CheckStatus::Failed);
+    assert!(why.contains("stale or replayed"), "{why}");
+    assert!(v.failures[0].starts_with("TPM quote:"), "{:?}", v.failures);
+
+    // (b) One signature byte flipped.
+    let mut bad = c.clone();
+    let mut sig = b64().decode(&c.signature).unwrap();
+    *sig.last_mut().unwrap() ^= 0x01;
+    bad.signature = b64().encode(&sig);
+    let v = check(&bad, &nonce, &trust);
+    let (s, why) = status_of(&v, CheckKind::Quote);
+    assert!(!v.ok && s == CheckStatus::Failed);
+    assert!(
+        why.contains("signature does not verify with the AK"),
+        "{why}"
+    );
+
+    // (c) One quoted PCR value altered.
+    let mut bad = c.clone();
+    let pcr7 = bad.pcrs.get_mut("sha256").unwrap().get_mut("7").unwrap();
+    *pcr7 = format!(
+        "{}{}",
+        if pcr7.starts_with('0') { "1" } else { "0" },
+        &pcr7[1..]
+    );
+    let v = check(&bad, &nonce, &trust);
+    let (s, why) = status_of(&v, CheckKind::Quote);
+    assert!(!v.ok && s == CheckStatus::Failed);
+    assert!(why.contains("pcrDigest"), "{why}");
+
+    // (d) One event of the firmware log changed: the quote holds, the log no longer replays.
+    let mut bad = c.clone();
+    let log = b64().decode(c.eventlog.as_ref().unwrap()).unwrap();
+    bad.eventlog = Some(b64().encode(log_with_one_event_changed(&log)));
+    let v = check(&bad, &nonce, &trust);
+    assert!(!v.ok && v.evidence.quoted);
+    assert!(
+        v.failures
+            .iter()
+            .any(|f| f.starts_with("PCR 4 (sha256): the firmware event log replays to")),
+        "{:?}",
+        v.failures
+    );
+
+    // (e) Credential activation against a different EK (a genuine RSA 2048 key of another "TPM"):
+    // the VM's TPM cannot recover the secret. Without the certificate check, to isolate it.
+    assert_eq!(c.ek_type, "rsa2048");
+    let mut bad = c.clone();
+    let mut ek = b64().decode(&c.ek_public).unwrap();
+    let other = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+    let n = rsa::traits::PublicKeyParts::n(&other).to_bytes_be();
+    let at = ek.len() - RSA2048_MODULUS_LEN;
+    ek[at..].copy_from_slice(&n);
+    bad.ek_public = b64().encode(&ek);
+    let v = check(&bad, &nonce, &EkTrust::Insecure);
+    let (s, why) = status_of(&v, CheckKind::AkEkBinding);
+    assert!(!v.ok && s == CheckStatus::Failed, "{why}");
+    assert!(why.contains("could not activate the credential"), "{why}");
+    assert_eq!(
+        status_of(&v, CheckKind::EkCertificate).0,
+        CheckStatus::Skipped
+    );
+    // With the CA, the certificate (of the real EK) does not certify that key either.
+    let v = check(&bad, &nonce, &trust);
+    let (s, why) = status_of(&v, CheckKind::EkCertificate);
+    assert!(
+        s == CheckStatus::Failed && why.contains("another key"),
+        "{why}"
+    );
+
+    // (f) Another CA with the same names (a fresh swtpm_localca): the EK chain fails.
+    let fresh = scratch("attest-fresh-ca");
+    let paths = cvm_image::qemu::swtpm::SwtpmPaths::in_dir(&fresh);
+    cvm_image::qemu::swtpm::provision(Path::new("swtpm"), &paths).unwrap();
+    let fresh_ca = fresh.join("fresh-ca.pem");
+    std::fs::write(&fresh_ca, paths.ca_bundle().unwrap()).unwrap();
+    let (code, v) = verify_cli(
+        &golden_path,
+        &agent,
+        &["--ek-ca".as_ref(), fresh_ca.as_os_str()],
+    );
+    assert_eq!(code, 1, "{v:#}");
+    let failures = v["failures"].to_string();
+    assert!(
+        failures.contains("EK certificate chain") && failures.contains("does not verify"),
+        "{failures}"
+    );
+
+    // --ek-ca is required unless --insecure-no-ek (usage error, exit 2); the latter warns.
+    let o = run(Command::new(cvm_image())
+        .arg("verify")
+        .arg("--golden")
+        .arg(&golden_path)
+        .args(["--agent", &agent]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--ek-ca"));
+    let o = run(Command::new(cvm_image())
+        .arg("verify")
+        .arg("--golden")
+        .arg(&golden_path)
+        .args(["--agent", &agent, "--insecure-no-ek"]));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("WARNING: --insecure-no-ek"));
+}

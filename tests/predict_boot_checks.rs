@@ -1,0 +1,427 @@
+// The predicted event log of the `qemu` profile against ONE real boot of the default image
+// (QEMU TCG + the pinned OVMF + swtpm through `cvm-image run --detach`).
+//
+// * every predicted PCR (2–9, 11–15 from the firmware log, 23 from the runtime log): the value
+//   replayed from the booted log = the TPM's value (`/pcrs`) = the replay of our prediction, and
+//   the event-by-event diff finds nothing;
+// * the other banks the firmware logs (SHA-1, SHA-384, SHA-512) for the PCRs predicted without
+//   Authenticode (2, 3, 5, 6, 7, 9, 11);
+// * `tpm2_eventlog` (tpm2-tools, an independent parser) replays the booted log to the same values
+//   as our parser, for every PCR and bank it prints;
+// * without booting again: one byte of the cmdline changed → PCR 9 and 11 predictions change and
+//   the diff against the booted log names PCR 9 LoadOptions and PCR 11 `.cmdline` (and PCR 4/5,
+//   because the UKI's hash and the disk GUID derived from it change too).
+//
+// Included by predict_boot.rs (the spec's kernel, 6.12) and predict_boot_6_1.rs (Debian's 6.1), which
+// set `KERNEL_PROFILE`; `CVM_BOOT_KERNEL_PROFILE=…` overrides it.
+
+mod common;
+use common::*;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use cvm_image::predict::{expected_events_for_output, BANKS};
+use cvm_image::spec::Spec;
+use cvm_measure::eventlog::{self, diff_pcrs, Event, EventLog, ExpectedEvent, HashAlg};
+use cvm_measure::predict::{self, pcr11, pcr23, pcr5, pcr7, pcr9, PREDICTED_PCRS};
+use cvm_measure::workload::{self, WORKLOAD_PCR};
+use serde_json::Value;
+
+/// Seconds a boot may take to become healthy (TCG on a loaded machine).
+const BOOT_TIMEOUT_SECS: &str = "400";
+/// PCRs whose events carry no Authenticode digest: predicted in every bank.
+const ALL_BANK_PCRS: [u32; 7] = [2, 3, 5, 6, 7, 9, 11];
+/// Banks swtpm has active in `cvm-image run` (and the firmware logs).
+const LOG_BANKS: [HashAlg; 4] = [
+    HashAlg::SHA1,
+    HashAlg::SHA256,
+    HashAlg::SHA384,
+    HashAlg::SHA512,
+];
+
+/// The spec under test: the repository's, optionally with another kernel profile.
+fn kernel_profile() -> Option<String> {
+    std::env::var("CVM_BOOT_KERNEL_PROFILE").ok().or(KERNEL_PROFILE.map(String::from))
+}
+
+fn kernel_args() -> Vec<String> {
+    match kernel_profile() {
+        Some(p) => vec!["--kernel".into(), repo().join(p).display().to_string()],
+        None => vec![],
+    }
+}
+
+fn spec_at(path: &Path) -> Spec {
+    let kernel = kernel_profile().map(|p| repo().join(p));
+    Spec::load(path, kernel.as_deref()).unwrap()
+}
+
+/// Build `spec` into a fresh scratch directory.
+fn build_into(name: &str, spec: &Path) -> PathBuf {
+    let out = scratch(name);
+    let args = kernel_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = build(spec, &out, &args, None);
+    assert!(
+        o.status.success(),
+        "build of {} failed:\n{}",
+        spec.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// The pinned VARS template `cvm-image run` copies for each boot.
+fn ovmf_vars() -> PathBuf {
+    cvm_image::qemu::firmware::resolve(&repo().join("image.toml"), None, None)
+        .unwrap()
+        .vars_template
+}
+
+struct Booted {
+    out: PathBuf,
+    pcrs: BTreeMap<u32, String>,
+    log_path: PathBuf,
+    log: EventLog,
+    runtime: Vec<workload::RuntimeEvent>,
+}
+
+fn curl_to(url: &str, dest: &Path) {
+    ok(Command::new("curl")
+        .args(["-fsS", "--max-time", "20", "-o"])
+        .arg(dest)
+        .arg(url));
+}
+
+/// The one boot of this test binary: build, run --detach, fetch /pcrs, /eventlog and
+/// /eventlog/runtime, stop. A failed boot is remembered (no second attempt).
+fn booted() -> &'static Booted {
+    static BOOT: OnceLock<Result<Booted, String>> = OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::panic::catch_unwind(boot_once).map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "boot panicked".into())
+        })
+    })
+    .as_ref()
+    .unwrap_or_else(|e| panic!("the boot failed: {e}"))
+}
+
+fn boot_once() -> Booted {
+    let out = build_into("predict-boot-image", &repo().join("image.toml"));
+    let o = run(Command::new(cvm_image())
+        .args(["run", "--detach", "--timeout", BOOT_TIMEOUT_SECS])
+        .arg("--spec")
+        .arg(repo().join("image.toml"))
+        .arg("--out")
+        .arg(&out));
+    let console = std::fs::read_to_string(out.join("console.log")).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "run --detach failed:\n{}\nconsole:\n{console}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let agent = state["agent_url"].as_str().unwrap().to_string();
+    let log_path = out.join("eventlog.bin");
+    let runtime_path = out.join("runtime-eventlog.jsonl");
+    let pcrs_path = out.join("pcrs.json");
+    let fetched = std::panic::catch_unwind(|| {
+        curl_to(&format!("{agent}/pcrs"), &pcrs_path);
+        curl_to(&format!("{agent}/eventlog"), &log_path);
+        curl_to(&format!("{agent}/eventlog/runtime"), &runtime_path);
+    });
+    let stop = run(Command::new(cvm_image())
+        .args(["stop", "--grace", "20", "--out"])
+        .arg(&out));
+    assert!(
+        stop.status.success(),
+        "stop failed: {}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    if let Err(e) = fetched {
+        std::panic::resume_unwind(e);
+    }
+    let pcrs: Value = serde_json::from_slice(&std::fs::read(&pcrs_path).unwrap()).unwrap();
+    let pcrs = pcrs["sha256"]
+        .as_object()
+        .expect("/pcrs has no sha256 bank")
+        .iter()
+        .map(|(k, v)| (k.parse().unwrap(), v.as_str().unwrap().to_string()))
+        .collect();
+    let log = eventlog::parse(&std::fs::read(&log_path).unwrap()).unwrap();
+    let runtime = workload::parse_log(&std::fs::read_to_string(&runtime_path).unwrap()).unwrap();
+    Booted {
+        out,
+        pcrs,
+        log_path,
+        log,
+        runtime,
+    }
+}
+
+/// The prediction for a build output, from the built files alone.
+fn predicted(out: &Path, spec: &Path) -> Vec<ExpectedEvent> {
+    expected_events_for_output(out, &spec_at(spec), &ovmf_vars(), &BANKS).unwrap()
+}
+
+/// Replayed value of `pcr` in `bank` (reset value when the log never extends it).
+fn replayed(log: &EventLog, bank: HashAlg, pcr: u32) -> String {
+    let len = bank.digest_len().unwrap();
+    eventlog::replay(log)
+        .value(bank, pcr)
+        .map(hex::encode)
+        .unwrap_or_else(|| "00".repeat(len))
+}
+
+/// The runtime log as TCG events (for the event-by-event diff of PCR 23).
+fn runtime_as_events(runtime: &[workload::RuntimeEvent]) -> Vec<Event> {
+    runtime
+        .iter()
+        .map(|e| Event {
+            pcr: e.pcr,
+            event_type: pcr23::RUNTIME_EVENT_TYPE,
+            digests: vec![eventlog::EventDigest {
+                alg: HashAlg::SHA256,
+                digest: e.digest_sha256.to_vec(),
+            }],
+            data: Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn prediction_equals_the_booted_log_and_the_tpm() {
+    let b = booted();
+    let started = std::time::Instant::now();
+    let expected = predicted(&b.out, &repo().join("image.toml"));
+    let elapsed = started.elapsed();
+    let values = predict::pcr_values(&expected, &PREDICTED_PCRS, HashAlg::SHA256).unwrap();
+    for pcr in PREDICTED_PCRS {
+        let log_value = replayed(&b.log, HashAlg::SHA256, pcr);
+        assert_eq!(
+            b.pcrs[&pcr], log_value,
+            "PCR {pcr}: the TPM differs from the replayed log"
+        );
+        assert_eq!(
+            hex::encode(&values[&pcr]),
+            log_value,
+            "PCR {pcr}: the prediction differs from the boot"
+        );
+    }
+    let mismatches = diff_pcrs(&expected, &b.log.events, HashAlg::SHA256, &PREDICTED_PCRS);
+    let text: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+    assert!(text.is_empty(), "{}", text.join("\n"));
+
+    // PCR 23: the init's runtime log, the TPM and the prediction.
+    let runtime_value = hex::encode(workload::replay(&b.runtime)[&WORKLOAD_PCR]);
+    let predicted23 = predict::pcr_values(&expected, &[WORKLOAD_PCR], HashAlg::SHA256).unwrap();
+    assert_eq!(b.pcrs[&WORKLOAD_PCR], runtime_value);
+    assert_eq!(hex::encode(&predicted23[&WORKLOAD_PCR]), runtime_value);
+    let m = diff_pcrs(
+        &expected,
+        &runtime_as_events(&b.runtime),
+        HashAlg::SHA256,
+        &[WORKLOAD_PCR],
+    );
+    assert!(m.is_empty(), "{m:?}");
+
+    // The expected log encodes and re-parses to the same replayed values.
+    let firmware: Vec<ExpectedEvent> = expected
+        .iter()
+        .filter(|e| e.pcr != WORKLOAD_PCR)
+        .cloned()
+        .collect();
+    let written = eventlog::expected_log(&BANKS, &firmware).unwrap();
+    let reparsed = eventlog::parse(&written.encode().unwrap()).unwrap();
+    for pcr in PREDICTED_PCRS {
+        assert_eq!(
+            replayed(&reparsed, HashAlg::SHA256, pcr),
+            b.pcrs[&pcr],
+            "PCR {pcr}"
+        );
+    }
+    eprintln!(
+        "predicted and booted agree on PCRs {PREDICTED_PCRS:?} and 23 ({} expected events, \
+         predicted in {:.0} ms)",
+        expected.len(),
+        elapsed.as_secs_f64() * 1000.0
+    );
+}
+
+#[test]
+fn other_banks_match_for_pcrs_without_authenticode() {
+    let b = booted();
+    let uki = std::fs::read(b.out.join("uki.efi")).unwrap();
+    let gpt = cvm_image::gpt::gpt_event_data(&b.out.join("disk.raw")).unwrap();
+    let vars = std::fs::read(ovmf_vars()).unwrap();
+    let mut events: Vec<ExpectedEvent> = Vec::new();
+    for pcr in predict::SEPARATOR_ONLY_PCRS {
+        events.push(predict::separator(pcr, &LOG_BANKS).unwrap());
+    }
+    events.extend(pcr5::events(&gpt, &LOG_BANKS).unwrap());
+    events.extend(pcr7::secure_boot_events(&vars, &LOG_BANKS).unwrap().events);
+    events.extend(pcr9::linux_stub_events(&uki, &LOG_BANKS).unwrap());
+    events.extend(pcr11::uki_section_events(&uki, &LOG_BANKS).unwrap());
+    for bank in LOG_BANKS {
+        let values = predict::pcr_values(&events, &ALL_BANK_PCRS, bank).unwrap();
+        for pcr in ALL_BANK_PCRS {
+            assert_eq!(
+                hex::encode(&values[&pcr]),
+                replayed(&b.log, bank, pcr),
+                "PCR {pcr} bank {bank}"
+            );
+        }
+        let m = diff_pcrs(&events, &b.log.events, bank, &ALL_BANK_PCRS);
+        assert!(m.is_empty(), "bank {bank}: {m:?}");
+    }
+}
+
+/// `tpm2_eventlog`'s replayed values: bank → PCR → lower-case hex.
+fn tpm2_eventlog_pcrs(log: &Path) -> BTreeMap<String, BTreeMap<u32, String>> {
+    let text = ok(Command::new("tpm2_eventlog").arg(log));
+    let section = text
+        .split("\npcrs:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("tpm2_eventlog printed no pcrs section:\n{text}"));
+    let mut banks: BTreeMap<String, BTreeMap<u32, String>> = BTreeMap::new();
+    let mut bank = String::new();
+    for line in section.lines() {
+        let t = line.trim();
+        if let Some(name) = t.strip_suffix(':') {
+            bank = name.to_string();
+        } else if let Some((pcr, value)) = t.split_once(" : ") {
+            banks.entry(bank.clone()).or_default().insert(
+                pcr.trim().parse().unwrap(),
+                value.trim().trim_start_matches("0x").to_ascii_lowercase(),
+            );
+        }
+    }
+    banks
+}
+
+#[test]
+fn tpm2_eventlog_replays_the_booted_log_like_we_do() {
+    let b = booted();
+    let theirs = tpm2_eventlog_pcrs(&b.log_path);
+    assert_eq!(
+        theirs.keys().cloned().collect::<Vec<_>>(),
+        ["sha1", "sha256", "sha384", "sha512"],
+        "banks of tpm2_eventlog"
+    );
+    let ours = eventlog::replay(&b.log);
+    assert!(ours.problems.is_empty(), "{:?}", ours.problems);
+    for (bank_name, values) in &theirs {
+        let bank = HashAlg::from_name(bank_name).unwrap();
+        let our_values: BTreeMap<u32, String> = ours.banks[&bank]
+            .iter()
+            .map(|(k, v)| (*k, hex::encode(v)))
+            .collect();
+        assert_eq!(values, &our_values, "bank {bank_name}");
+    }
+}
+
+#[test]
+fn one_cmdline_byte_changes_pcr9_and_pcr11_and_the_diff_names_them() {
+    let b = booted();
+    // A spec copy whose esp/cmdline differs in one byte ("quiet" → "quies").
+    let dir = scratch("predict-cmdline-spec");
+    for e in [
+        "image.toml",
+        "cvm-image.lock",
+        "workload",
+        "rootfs",
+        "esp",
+        "kernel",
+    ] {
+        ok(Command::new("cp").arg("-a").arg(repo().join(e)).arg(&dir));
+    }
+    let cmdline = dir.join("esp/cmdline");
+    let old = std::fs::read(&cmdline).unwrap();
+    let pos = old
+        .windows(5)
+        .position(|w| w == b"quiet")
+        .expect("esp/cmdline has no `quiet`")
+        + 4;
+    let mut new = old.clone();
+    new[pos] = b's';
+    std::fs::write(&cmdline, &new).unwrap();
+    let spec = dir.join("image.toml");
+    let out = build_into("predict-cmdline-image", &spec);
+
+    let before = predicted(&b.out, &repo().join("image.toml"));
+    let after = predicted(&out, &spec);
+    let value = |events: &[ExpectedEvent], pcr| {
+        predict::pcr_values(events, &[pcr], HashAlg::SHA256).unwrap()[&pcr].clone()
+    };
+    for pcr in [9, 11] {
+        assert_ne!(value(&before, pcr), value(&after, pcr), "PCR {pcr}");
+    }
+    for pcr in [2, 3, 6, 7, 23] {
+        assert_eq!(value(&before, pcr), value(&after, pcr), "PCR {pcr}");
+    }
+
+    // The old image's boot against the new prediction.
+    let mismatches = diff_pcrs(&after, &b.log.events, HashAlg::SHA256, &PREDICTED_PCRS);
+    let named: Vec<(u32, usize)> = mismatches.iter().map(|m| (m.pcr, m.position)).collect();
+    let text: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+    // PCR 4 event 3 = the UKI's Authenticode; PCR 5 event 2 = the GPT (the disk GUID is derived
+    // from the UKI's hash); PCR 9 event 1 = LoadOptions; PCR 11 event 6 = the .cmdline content.
+    assert_eq!(named, [(4, 3), (5, 2), (9, 1), (11, 6)], "{text:#?}");
+    assert!(
+        text[2].starts_with("PCR 9: event 1 (EV_EVENT_TAG LoadOptions"),
+        "{}",
+        text[2]
+    );
+    assert!(
+        text[3].starts_with("PCR 11: event 6 (EV_IPL UKI section .cmdline) differs"),
+        "{}",
+        text[3]
+    );
+    eprintln!("changed cmdline:\n{}", text.join("\n"));
+}
+
+/// The build's golden-measurement.json: every PCR its qemu profile marks predicted equals the booted
+/// TPM's value, and the cloud profiles mark the firmware- and key-dependent PCRs as not enforced.
+#[test]
+fn golden_measurement_qemu_profile_equals_the_boot() {
+    let b = booted();
+    let golden: Value =
+        serde_json::from_slice(&std::fs::read(b.out.join("golden-measurement.json")).unwrap())
+            .unwrap();
+    let qemu = &golden["profiles"]["qemu"]["pcrs"]["sha256"];
+    let mut checked = vec![];
+    for (pcr, entry) in qemu.as_object().unwrap() {
+        if entry["source"] == "predicted" {
+            let n: u32 = pcr.parse().unwrap();
+            assert_eq!(
+                entry["value"].as_str().unwrap(),
+                b.pcrs[&n],
+                "golden qemu PCR {pcr} differs from the TPM"
+            );
+            assert_eq!(entry["enforce"], true, "PCR {pcr}");
+            checked.push(n);
+        }
+    }
+    checked.sort();
+    assert_eq!(checked, [2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 23]);
+    for cloud in ["gcp", "aws", "azure"] {
+        let pcrs = &golden["profiles"][cloud]["pcrs"]["sha256"];
+        for pcr in ["0", "1", "7"] {
+            assert_eq!(pcrs[pcr]["enforce"], false, "{cloud} PCR {pcr}");
+        }
+        for pcr in ["9", "11", "23"] {
+            assert_eq!(
+                pcrs[pcr]["value"], qemu[pcr]["value"],
+                "{cloud} PCR {pcr}: same formula as qemu"
+            );
+            assert_eq!(pcrs[pcr]["enforce"], true, "{cloud} PCR {pcr}");
+        }
+    }
+}
