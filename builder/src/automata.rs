@@ -50,6 +50,10 @@ pub struct GoldenArgs {
 pub enum GoldenCmd {
     /// Print one profile of a golden file in another project's format (JSON on stdout).
     Export(ExportArgs),
+    /// Write a detached signature of a golden file (GOLDEN.sig) with an ECDSA P-256 or RSA key.
+    Sign(crate::golden_sign::SignArgs),
+    /// Check a golden file's detached signature with a public key (exit 1 when refused).
+    Verify(crate::golden_sign::VerifySigArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -83,6 +87,8 @@ impl GoldenArgs {
                 println!("{json}");
                 Ok(std::process::ExitCode::SUCCESS)
             }
+            GoldenCmd::Sign(a) => a.run(),
+            GoldenCmd::Verify(a) => a.run(),
         }
     }
 }

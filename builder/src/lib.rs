@@ -26,6 +26,7 @@ pub mod fetch;
 pub mod formats;
 pub mod fstree;
 pub mod golden;
+pub mod golden_sign;
 pub mod gpt;
 pub mod guest;
 pub mod ids;

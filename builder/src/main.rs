@@ -146,7 +146,8 @@ enum Cmd {
     /// the profile enforces must equal its golden value; the first differing event of each failed PCR
     /// is named. Exit 0 when everything enforced holds, 1 when verification failed.
     Verify(cvm_image::verify::VerifyArgs),
-    /// Golden measurement tools: `golden export --format automata`.
+    /// Golden measurement tools: `golden sign` / `golden verify` (detached ECDSA P-256 or RSA signature,
+    /// keys as openssl writes them) and `golden export --format automata`.
     Golden(cvm_image::automata::GoldenArgs),
 }
 

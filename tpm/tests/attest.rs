@@ -111,8 +111,10 @@ impl ProvisionedSwtpm {
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run swtpm ({e}); apt-get install swtpm"));
+        // Probe the control port: a probe of the one-client command port can race with the test's
+        // own connection.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", port + 1)).is_err() {
             assert!(Instant::now() < deadline, "swtpm did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -54,8 +54,10 @@ impl Swtpm {
             .unwrap_or_else(|e| {
                 panic!("cannot run swtpm ({e}); install it: apt-get install swtpm")
             });
+        // Probe the control port: swtpm serves one client at a time on the command port, and a probe
+        // connection there can race with the test's own connection (seen as a reset).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", ctrl)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "swtpm did not listen on port {port}"

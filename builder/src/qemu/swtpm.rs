@@ -34,8 +34,9 @@ const LOCALCA_ROOT_CERT: &str = "swtpm-localca-rootca-cert.pem";
 const PLATFORM_MANUFACTURER: &str = "cvm-image";
 const PLATFORM_MODEL: &str = "QEMU";
 const PLATFORM_VERSION: &str = "2.1";
-/// The PCR bank the image is measured in and verified against (the only one activated).
-const ACTIVE_PCR_BANKS: &str = "sha256";
+/// PCR banks to activate: all four, like the vTPMs of the clouds (several banks) — the firmware then
+/// logs every bank, and the predictions are checked in each (sha256 is the one quoted and verified).
+const ACTIVE_PCR_BANKS: &str = "sha1,sha256,sha384,sha512";
 
 /// Where a run's swtpm keeps its files (all inside the run directory).
 #[derive(Debug, Clone)]

@@ -18,6 +18,7 @@ pub mod evidence;
 pub mod report;
 
 use crate::golden::{self, Golden};
+use crate::golden_sign;
 use anyhow::{bail, Context, Result};
 use check::verify;
 use collaterals::EkTrust;
@@ -64,12 +65,28 @@ pub struct VerifyArgs {
     /// Print the verdict as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Public key PEM (ECDSA P-256 or RSA, SPKI) the golden file must be signed with: an unsigned
+    /// or wrongly signed golden file is refused (exit 1) before any evidence is looked at.
+    #[arg(long)]
+    pub golden_pubkey: Option<PathBuf>,
+    /// The golden file's detached signature [default: GOLDEN.sig].
+    #[arg(long, requires = "golden_pubkey")]
+    pub golden_signature: Option<PathBuf>,
 }
 
 impl VerifyArgs {
     /// Run the verification; `Ok(1)` when it failed, `Err` on input errors.
     pub fn run(&self) -> Result<ExitCode> {
-        let golden = load_golden(&self.golden)?;
+        // The signature gate comes first: an untrusted golden file must not even be parsed, and a
+        // refusal needs no evidence (nor a reachable agent).
+        let bytes = read_golden(&self.golden)?;
+        if let Some(pubkey) = &self.golden_pubkey {
+            if let Err(refusal) = self.check_golden_signature(&bytes, pubkey)? {
+                eprintln!("cvm-image: verify: REFUSED: {refusal}");
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+        }
+        let golden = parse_golden(&bytes, &self.golden)?;
         let evidence = self.evidence()?;
         let verdict = verify(&golden, &self.profile, &evidence)
             .with_context(|| format!("verifying against {}", self.golden.display()))?;
@@ -87,6 +104,29 @@ impl VerifyArgs {
         } else {
             ExitCode::from(EXIT_FAILED)
         })
+    }
+
+    /// Check the detached signature of the golden file's `bytes` with the key at `pubkey`.
+    fn check_golden_signature(
+        &self,
+        bytes: &[u8],
+        pubkey: &Path,
+    ) -> Result<Result<(), golden_sign::Refusal>> {
+        let key = golden_sign::load_public_key(pubkey)?;
+        let sig_path = self
+            .golden_signature
+            .clone()
+            .unwrap_or_else(|| golden_sign::default_sig_path(&self.golden));
+        let checked = golden_sign::check_detached(&self.golden, bytes, &sig_path, &key)?;
+        if checked.is_ok() {
+            eprintln!(
+                "cvm-image: verify: {}: good signature ({}, key {})",
+                self.golden.display(),
+                key.algorithm(),
+                key.key_id()?
+            );
+        }
+        Ok(checked)
     }
 
     fn evidence(&self) -> Result<Evidence> {
@@ -147,9 +187,17 @@ fn unix_now() -> Result<u64> {
 
 /// Read and check a golden file (any supported format version).
 pub fn load_golden(path: &Path) -> Result<Golden> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read the golden file {}", path.display()))?;
-    let g: Golden = serde_json::from_slice(&bytes).with_context(|| {
+    parse_golden(&read_golden(path)?, path)
+}
+
+/// The golden file's bytes (read once, so that the signed bytes are the parsed bytes).
+fn read_golden(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read the golden file {}", path.display()))
+}
+
+/// Parse and check golden-file `bytes` read from `path`.
+pub fn parse_golden(bytes: &[u8], path: &Path) -> Result<Golden> {
+    let g: Golden = serde_json::from_slice(bytes).with_context(|| {
         format!(
             "{} is not a golden-measurement.json (docs/golden-measurement.md)",
             path.display()

@@ -39,7 +39,9 @@ impl Swtpm {
                 port,
                 _state: tempfile::tempdir().unwrap(),
             };
-            if wait_connectable(port, Duration::from_secs(10)) {
+            // Probe the control port: a probe of the one-client command port can race with the
+            // test's own connection.
+            if wait_connectable(port + 1, Duration::from_secs(10)) {
                 tpm._state = state;
                 return tpm;
             }
