@@ -11,6 +11,8 @@ packages=(
   cpio                # cpio -t: initramfs oracle
   binutils            # objdump/objcopy: PE oracle
   sbsigntool osslsigncode  # Authenticode oracles
+  efitools openssl    # ESL / authenticated-variable oracles, key and signature checks
+  file procps         # file -s (FAT volume id), pgrep/ps (no stray VM processes)
   systemd             # systemd-measure: PCR 11 oracle
   xz-utils zstd kmod  # decompressors and modinfo (module dependency oracle)
   qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools tpm2-tools  # booting and TPM
@@ -27,19 +29,32 @@ done
 if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then
   missing+=("qemu-utils/bookworm")
 fi
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+install_apt() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  local args=()
+  for p in "${missing[@]}"; do
+    case "$p" in
+      qemu-utils) args+=("qemu-utils/bookworm") ;;
+      *) args+=("$p") ;;
+    esac
+  done
+  $sudo apt-get install -y -qq --no-install-recommends --allow-downgrades "${args[@]}"
+}
+if [ ${#missing[@]} -gt 0 ]; then
+  install_apt
 fi
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-args=()
-for p in "${missing[@]}"; do
-  case "$p" in
-    qemu-utils) args+=("qemu-utils/bookworm") ;;
-    *) args+=("$p") ;;
-  esac
-done
-$sudo apt-get install -y -qq --no-install-recommends --allow-downgrades "${args[@]}"
+
+# PyPI oracles of the Secure Boot tests: virt-fw-vars reads OVMF variable stores back, uefivars reads the
+# AWS --uefi-data blob back (python-uefivars, the format's reference). Pinned versions.
+pip_missing=()
+command -v virt-fw-vars >/dev/null || pip_missing+=("virt-firmware==26.10")
+command -v uefivars >/dev/null || pip_missing+=("uefivars==1.2")
+if [ ${#pip_missing[@]} -gt 0 ]; then
+  echo "deps: pip installing ${pip_missing[*]}"
+  python3 -m pip install --quiet --root-user-action=ignore "${pip_missing[@]}"
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
+fi
