@@ -51,9 +51,9 @@ pub enum GoldenCmd {
     /// Print one profile of a golden file in another project's format (JSON on stdout).
     Export(ExportArgs),
     /// Write a detached signature of a golden file (GOLDEN.sig) with an ECDSA P-256 or RSA key.
-    Sign(crate::golden_sign::SignArgs),
+    Sign(crate::golden_cmd::SignArgs),
     /// Check a golden file's detached signature with a public key (exit 1 when refused).
-    Verify(crate::golden_sign::VerifySigArgs),
+    Verify(crate::golden_cmd::VerifySigArgs),
 }
 
 #[derive(clap::Args, Debug)]

@@ -10,59 +10,9 @@
 use anyhow::{Context, Result};
 use cvm_measure::eventlog::{ExpectedEvent, HashAlg};
 use cvm_measure::predict::{pcr4::KERNEL_DESCRIPTION, pcr_values};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const FILE: &str = "golden-measurement.json";
-pub const FORMAT: u32 = 1;
-/// PCRs every profile lists.
-pub const PCRS: [u32; 17] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 23];
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Golden {
-    pub format: u32,
-    pub generator: String,
-    pub image: ImageRef,
-    pub profiles: BTreeMap<String, Profile>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ImageRef {
-    pub name: String,
-    pub version: String,
-    /// sha256 of the UKI the prediction is for.
-    pub uki_sha256: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Profile {
-    pub description: String,
-    /// bank name ("sha256") → PCR number (as a string, JSON object key) → entry.
-    pub pcrs: BTreeMap<String, BTreeMap<String, PcrEntry>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Predicted,
-    Reference,
-    Unknown,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PcrEntry {
-    /// Hex value; absent when unknown.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub value: Option<String>,
-    pub source: Source,
-    pub enforce: bool,
-    /// Why the PCR is not predicted or not enforced.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub note: Option<String>,
-    /// The expected events, in extend order.
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub events: Vec<ExpectedEvent>,
-}
+pub use cvm_verify::golden::*;
 
 /// How one profile treats one PCR.
 #[derive(Clone, Copy)]

@@ -41,6 +41,9 @@ pub const WORKLOAD_PCR: u32 = 23;
 pub const ROOT_HASH_TAG: &str = "cvm-image.workload.verity-root-hash:";
 /// Description of event 1.
 pub const ROOT_HASH_DESCRIPTION: &str = "workload verity root hash";
+/// The event type given to runtime (init) events when they are shown beside TCG events: the runtime
+/// log records none; EV_IPL by convention (the type systemd-stub gives its PCR 11 measurements).
+pub const RUNTIME_EVENT_TYPE: crate::eventlog::EventType = crate::eventlog::EventType::EV_IPL;
 /// Where the init writes the runtime event log (in the final root, `/run` is a tmpfs).
 pub const RUNTIME_EVENT_LOG_PATH: &str = "/run/cvm/runtime-eventlog.jsonl";
 /// `content_type` of every record this project writes.

@@ -4,11 +4,10 @@
 //! (`/eventlog/runtime`), not in the firmware's TCG log. That log records no TCG event type; EV_IPL
 //! is used for them here by convention (the type systemd-stub gives its PCR 11 measurements).
 
-use crate::eventlog::{EventType, ExpectedEvent, HashAlg};
+use crate::eventlog::{ExpectedEvent, HashAlg};
 use crate::workload::RuntimeEvent;
 
-/// The event type given to runtime (init) events.
-pub const RUNTIME_EVENT_TYPE: EventType = EventType::EV_IPL;
+pub use crate::workload::RUNTIME_EVENT_TYPE;
 
 /// One expected event per runtime event, SHA-256 digest only.
 pub fn workload_events(events: &[RuntimeEvent]) -> Vec<ExpectedEvent> {

@@ -11,17 +11,14 @@
 //! Exit status: 0 when everything enforced holds, 1 when verification failed, 2 on usage or input
 //! errors (unreadable files, malformed logs or collaterals, unreachable agent, unknown profile).
 
-pub mod check;
-pub mod collaterals;
-pub mod ekcert;
-pub mod evidence;
-pub mod report;
+pub use cvm_verify::golden::{load_golden, parse_golden};
+pub use cvm_verify::{check, collaterals, ekcert, evidence, report};
 
-use crate::golden::{self, Golden};
-use crate::golden_sign;
 use anyhow::{bail, Context, Result};
 use check::verify;
 use collaterals::EkTrust;
+use cvm_verify::golden::read_golden;
+use cvm_verify::golden_sign;
 use evidence::{Evidence, Origin};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -161,7 +158,7 @@ impl VerifyArgs {
         let timeout = Duration::from_secs(self.timeout);
         let nonce = collaterals::fresh_nonce();
         let c = collaterals::fetch_collaterals(base, &nonce, timeout)?;
-        let activate = |m: &crate::attest::credential::MadeCredential| {
+        let activate = |m: &cvm_verify::attest::credential::MadeCredential| {
             collaterals::activate_credential(base, m, timeout)
         };
         collaterals::check_collaterals(
@@ -183,33 +180,4 @@ fn unix_now() -> Result<u64> {
         .duration_since(std::time::UNIX_EPOCH)
         .context("the system clock is before 1970")?
         .as_secs())
-}
-
-/// Read and check a golden file (any supported format version).
-pub fn load_golden(path: &Path) -> Result<Golden> {
-    parse_golden(&read_golden(path)?, path)
-}
-
-/// The golden file's bytes (read once, so that the signed bytes are the parsed bytes).
-fn read_golden(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read the golden file {}", path.display()))
-}
-
-/// Parse and check golden-file `bytes` read from `path`.
-pub fn parse_golden(bytes: &[u8], path: &Path) -> Result<Golden> {
-    let g: Golden = serde_json::from_slice(bytes).with_context(|| {
-        format!(
-            "{} is not a golden-measurement.json (docs/golden-measurement.md)",
-            path.display()
-        )
-    })?;
-    if g.format != golden::FORMAT {
-        bail!(
-            "{}: golden file format {}, this cvm-image reads format {} (rebuild the image)",
-            path.display(),
-            g.format,
-            golden::FORMAT
-        );
-    }
-    Ok(g)
 }

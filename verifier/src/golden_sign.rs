@@ -39,7 +39,6 @@
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
-use clap::Args;
 use der::Decode;
 use p256::ecdsa::signature::{SignatureEncoding, Signer, Verifier};
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
@@ -48,7 +47,6 @@ use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// Appended to the golden file's name to find its detached signature.
 pub const SIG_SUFFIX: &str = ".sig";
@@ -67,7 +65,7 @@ const OID_EC_PUBLIC_KEY: der::asn1::ObjectIdentifier =
 const OID_RSA_ENCRYPTION: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 /// Exit status when a signature check ran and refused (usage/input errors exit 2 via `main`).
-const EXIT_REFUSED: u8 = 1;
+pub const EXIT_REFUSED: u8 = 1;
 
 /// The detached signature file (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,90 +399,6 @@ pub fn check_detached(
 /// The pretty JSON of a signature file, newline-terminated.
 pub fn render(sig: &SignatureFile) -> Result<String> {
     Ok(serde_json::to_string_pretty(sig).context("serialising the signature")? + "\n")
-}
-
-// ---------------------------------------------------------------------------------------------
-// CLI
-// ---------------------------------------------------------------------------------------------
-
-/// `cvm-image golden sign`.
-#[derive(Args, Debug)]
-pub struct SignArgs {
-    /// Private key PEM: ECDSA P-256 or RSA ≥ 2048 bits (`cvm-image keys generate` writes golden.key).
-    #[arg(long)]
-    pub key: PathBuf,
-    /// The golden measurement file to sign.
-    #[arg(long, default_value = "out/golden-measurement.json")]
-    pub golden: PathBuf,
-    /// Where to write the detached signature [default: GOLDEN.sig].
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-}
-
-/// `cvm-image golden verify`.
-#[derive(Args, Debug)]
-pub struct VerifySigArgs {
-    /// Public key PEM (SPKI, as `openssl pkey -pubout` writes it; golden.pub).
-    #[arg(long)]
-    pub pubkey: PathBuf,
-    /// The golden measurement file to check.
-    #[arg(long, default_value = "out/golden-measurement.json")]
-    pub golden: PathBuf,
-    /// The detached signature [default: GOLDEN.sig].
-    #[arg(long)]
-    pub signature: Option<PathBuf>,
-}
-
-impl SignArgs {
-    pub fn run(&self) -> Result<ExitCode> {
-        let key = load_signing_key(&self.key)?;
-        let data = std::fs::read(&self.golden)
-            .with_context(|| format!("cannot read the golden file {}", self.golden.display()))?;
-        let sig = key
-            .sign(&data)
-            .with_context(|| format!("signing {}", self.golden.display()))?;
-        let out = self
-            .out
-            .clone()
-            .unwrap_or_else(|| default_sig_path(&self.golden));
-        std::fs::write(&out, render(&sig)?)
-            .with_context(|| format!("cannot write the signature {}", out.display()))?;
-        println!(
-            "{}: signed ({}, key {}) -> {}",
-            self.golden.display(),
-            sig.algorithm,
-            sig.key_id,
-            out.display()
-        );
-        Ok(ExitCode::SUCCESS)
-    }
-}
-
-impl VerifySigArgs {
-    pub fn run(&self) -> Result<ExitCode> {
-        let key = load_public_key(&self.pubkey)?;
-        let data = std::fs::read(&self.golden)
-            .with_context(|| format!("cannot read the golden file {}", self.golden.display()))?;
-        let sig_path = self
-            .signature
-            .clone()
-            .unwrap_or_else(|| default_sig_path(&self.golden));
-        match check_detached(&self.golden, &data, &sig_path, &key)? {
-            Ok(()) => {
-                println!(
-                    "{}: good signature ({}, key {})",
-                    self.golden.display(),
-                    key.algorithm(),
-                    key.key_id()?
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(r) => {
-                eprintln!("cvm-image: REFUSED: {r}");
-                Ok(ExitCode::from(EXIT_REFUSED))
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -11,11 +11,11 @@
 //!
 //! The event logs are then replayed against the quoted values by [`super::check::verify`].
 
-use super::ekcert;
-use super::evidence::{parse_eventlog, parse_runtime, Evidence, Origin, PcrValues, Quote};
 use crate::attest::credential::{make_credential, random_credential, MadeCredential};
 use crate::attest::quote::verify_quote;
 use crate::attest::tpm2::{Public, TPM_ALG_SHA256};
+use crate::ekcert;
+use crate::evidence::{parse_eventlog, parse_runtime, Evidence, Origin, PcrValues, Quote};
 use anyhow::{bail, Context, Result};
 use base64::Engine;
 use cvm_measure::eventlog::HashAlg;
@@ -279,7 +279,7 @@ pub fn check_collaterals(
 
 fn parse_served_pcrs(pcrs: &BTreeMap<String, BTreeMap<String, String>>) -> Result<PcrValues> {
     let json = serde_json::to_vec(pcrs).context("re-encoding the collaterals' pcrs")?;
-    super::evidence::parse_pcrs(&json, "the collaterals' pcrs")
+    crate::evidence::parse_pcrs(&json, "the collaterals' pcrs")
 }
 
 /// MakeCredential for (EK, AK Name), activated by the VM: the secret must come back.

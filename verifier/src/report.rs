@@ -1,7 +1,7 @@
 //! The text form of a [`Verdict`]: logs, a per-PCR table, the event-level differences, the verdict.
 
-use super::check::{LogCheck, LogKind, LogStatus, PcrResult, PcrStatus, Verdict};
-use super::collaterals::{AttestCheck, CheckKind, CheckStatus};
+use crate::check::{LogCheck, LogKind, LogStatus, PcrResult, PcrStatus, Verdict};
+use crate::collaterals::{AttestCheck, CheckKind, CheckStatus};
 use std::fmt::Write;
 
 /// Render `v` for a terminal (`golden` names the golden file in the header).

@@ -12,14 +12,14 @@
 //! 3. **Event-level diff** for every PCR that failed either check and whose golden entry lists its
 //!    events: the first expected event the log does not match ([`eventlog::diff_pcrs`]).
 
-use super::collaterals::{AttestCheck, CheckKind, CheckStatus};
-use super::evidence::{Evidence, Origin};
+use crate::collaterals::{AttestCheck, CheckKind, CheckStatus};
+use crate::evidence::{Evidence, Origin};
 use crate::golden::{Golden, ImageRef, PcrEntry, Source};
 use anyhow::{bail, Context, Result};
 use cvm_measure::eventlog::{
     self, diff_pcrs, replay_expected, Event, EventDigest, HashAlg, Mismatch,
 };
-use cvm_measure::predict::pcr23::RUNTIME_EVENT_TYPE;
+use cvm_measure::workload::RUNTIME_EVENT_TYPE;
 use cvm_measure::workload::{self, RuntimeEvent};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -319,7 +319,7 @@ fn pcr_result(
     bank: HashAlg,
     pcr: u32,
     entry: &PcrEntry,
-    reported: &super::evidence::PcrValues,
+    reported: &crate::evidence::PcrValues,
 ) -> PcrResult {
     let reported = reported
         .get(&bank)

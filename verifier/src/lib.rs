@@ -1,0 +1,28 @@
+//! cvm-verify: is a running confidential VM the one a golden measurement predicts?
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`golden`] | the `golden-measurement.json` schema and loader |
+//! | [`golden_sign`] | detached signatures over golden files (ECDSA P-256, RSA) |
+//! | [`evidence`] | PCR values + event logs, from files or from an agent |
+//! | [`collaterals`] | the agent's `/collaterals`: nonce, quote, AK↔EK activation, EK chain |
+//! | [`ekcert`] | EK certificate chains |
+//! | [`attest`] | TPM2 structures, quote signatures, MakeCredential, SEV-SNP reports |
+//! | [`check`] | evidence vs one golden profile → [`check::Verdict`] |
+//! | [`report`] | the verdict as a per-PCR text table |
+//!
+//! The host's `cvm-image verify` and the guest agent's peer `POST /verify` both run [`check::verify`]
+//! over evidence built by [`collaterals::check_collaterals`], so a VM verifies a peer exactly as the
+//! host does.
+
+pub mod attest;
+pub mod check;
+pub mod collaterals;
+pub mod ekcert;
+pub mod evidence;
+pub mod golden;
+pub mod golden_sign;
+pub mod report;
+
+#[cfg(test)]
+mod testutil;
