@@ -9,14 +9,17 @@
 //! | `GET /workload`          | `{"name":…,"services":[{name,state,pid,restarts,restart,last_exit}]}` |
 //! | `GET /collaterals?nonce=HEX` | quote, AK, PCRs, logs, EK, TEE report ([`crate::evidence`])   |
 //! | `POST /activate-credential`  | `{credential_blob, secret}` → `{cert_info}` ([`crate::evidence`]) |
+//! | `POST /sign-message` (7999 only) | `{message}` → signature by the boot key ([`crate::signing`]) |
 //!
 //! Every error is `{"error":"…"}` with a status that says whose fault it is: 404 unknown path or
-//! missing log file, 405 wrong method, 503 TPM unavailable, 500 anything else. Malformed HTTP is
-//! rejected by hyper with 400 before it reaches a handler.
+//! missing log file, 405 wrong method, 409 state changed (PCRs, for `/sign-message`), 503 TPM
+//! unavailable, 500 anything else. Malformed HTTP is rejected by hyper with 400 before it reaches a
+//! handler.
 //!
-//! The same router is served on the external port (8000) and on loopback (7999) for the workload's
-//! sidecar use. Only `/activate-credential` changes TPM state, and only transiently (a policy
-//! session and the keys it loads are flushed before it answers).
+//! Two routers: [`public_router`] for the external port (8000) and [`local_router`] for loopback
+//! (7999, the workload's sidecar use), which adds the routes that act with this boot's keys on the
+//! caller's behalf ([`local_only_routes`]). No route changes TPM state beyond transient objects
+//! and sessions flushed before it answers.
 
 use std::io::ErrorKind;
 use std::path::PathBuf;
@@ -91,6 +94,10 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -101,7 +108,24 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-pub fn router(state: AppState) -> Router {
+/// The router of the external listener (8000): status and evidence, nothing that signs for the
+/// caller.
+pub fn public_router(state: AppState) -> Router {
+    finish(public_routes(), state)
+}
+
+/// The router of the loopback listener (7999): the public routes plus [`local_only_routes`].
+pub fn local_router(state: AppState) -> Router {
+    finish(public_routes().merge(local_only_routes()), state)
+}
+
+/// Routes served only on loopback: they use this boot's keys for whoever calls, which must be
+/// the workload inside the VM. Add a local-only endpoint here with one `.route(…)`.
+fn local_only_routes() -> Router<AppState> {
+    Router::new().route("/sign-message", crate::signing::sign_message_route())
+}
+
+fn public_routes() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/pcrs", get(pcrs))
@@ -109,6 +133,11 @@ pub fn router(state: AppState) -> Router {
         .route("/eventlog/runtime", get(runtime_eventlog))
         .route("/workload", get(workload))
         .merge(crate::evidence::routes())
+}
+
+/// JSON 404/405 for everything unrouted, and the state.
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

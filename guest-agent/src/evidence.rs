@@ -14,6 +14,10 @@
 //! key for the whole boot (and across boots of the same vTPM). It is created on first use, its public
 //! area remembered, and each request recreates it and checks it is unchanged: no transient handle has
 //! to outlive a request (the kernel's resource manager flushes them when the device is closed).
+//!
+//! The **boot signing key** ([`crate::signing`]) follows the same pattern: a primary of the null
+//! hierarchy whose template holds the PolicyPCR digest of the PCRs at its first use, recreated per
+//! request. Each collaterals answer carries it, certified by the AK with the request's nonce.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -24,9 +28,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use cvm_tpm::{EkType, HashAlg, Tpm};
+use cvm_tpm::{EkType, HashAlg, KeyObject, Tpm};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha512};
+use sha2::{Digest, Sha256, Sha512};
 
 use crate::api::{ApiError, AppState};
 use crate::tee::{TeeSource, TeeType, REPORT_DATA_LEN};
@@ -60,17 +64,33 @@ struct Keys {
     ek_cert: Option<Vec<u8>>,
 }
 
+/// The boot signing key as first created: its policy (hence its template) and public area.
+#[derive(Debug, Clone)]
+pub(crate) struct SigningKeyInfo {
+    /// PolicyPCR digest of [`QUOTED_PCRS`] at creation: the key's authPolicy.
+    pub(crate) auth_policy: [u8; 32],
+    /// TPMT_PUBLIC.
+    pub(crate) public: Vec<u8>,
+}
+
+/// What the agent remembers of this boot's keys.
+#[derive(Debug, Default)]
+pub(crate) struct BootKeys {
+    keys: Option<Keys>,
+    pub(crate) signing_key: Option<SigningKeyInfo>,
+}
+
 /// Evidence state: where the TEE is, and the keys (also the lock serialising TPM use by this API).
 pub struct Evidence {
     tee: TeeSource,
-    keys: Mutex<Option<Keys>>,
+    pub(crate) boot: Mutex<BootKeys>,
 }
 
 impl Evidence {
     pub fn new(tee: TeeSource) -> Self {
         Evidence {
             tee,
-            keys: Mutex::new(None),
+            boot: Mutex::new(BootKeys::default()),
         }
     }
 }
@@ -83,11 +103,14 @@ impl Default for Evidence {
 
 /// Why a request failed, mapped to an HTTP status.
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     /// The request is malformed (400).
     BadRequest(String),
     /// The TPM refused the verifier's input, e.g. a credential for another EK (422).
     Refused(String),
+    /// The machine is no longer in the state the request needs, e.g. PCRs changed since the boot
+    /// signing key was made (409).
+    Conflict(String),
     /// The TPM or TEE could not be used (503).
     Unavailable(String),
 }
@@ -97,16 +120,17 @@ impl From<Failure> for ApiError {
         match f {
             Failure::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
             Failure::Refused(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+            Failure::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             Failure::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
         }
     }
 }
 
-fn unavailable(what: &str) -> impl FnOnce(cvm_tpm::Error) -> Failure + '_ {
+pub(crate) fn unavailable(what: &str) -> impl FnOnce(cvm_tpm::Error) -> Failure + '_ {
     move |e| Failure::Unavailable(format!("{what}: {e}"))
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
@@ -199,6 +223,32 @@ pub struct Collaterals {
     /// DER certificate from the TPM's NV, when the manufacturer stored one.
     pub ek_cert: Option<String>,
     pub tee_report: TeeReportJson,
+    /// This boot's signing key, certified by the AK for this nonce.
+    pub signing_key: SigningKeyJson,
+}
+
+/// The boot signing key in the collaterals (see docs/attestation-api.md for the checks).
+#[derive(Debug, Serialize)]
+pub struct SigningKeyJson {
+    /// TPM2B_PUBLIC, base64.
+    pub public: String,
+    pub public_pem: String,
+    /// Name (nameAlg ‖ SHA-256(TPMT_PUBLIC)), hex.
+    pub name: String,
+    /// SHA-256 of the TPMT_PUBLIC (the TPM2B_PUBLIC without its size), hex: the Name's digest.
+    pub key_hash: String,
+    /// TPMS_ATTEST of TPM2_Certify(key, AK), extraData = the request's nonce, base64.
+    pub certify_info: String,
+    /// TPMT_SIGNATURE by the AK over SHA-256(certify_info), base64.
+    pub certify_signature: String,
+    pub pcr_policy: PcrPolicyJson,
+}
+
+/// Which PCRs the signing key's authPolicy (a TPM2_PolicyPCR) covers.
+#[derive(Debug, Serialize)]
+pub struct PcrPolicyJson {
+    pub pcrs: Vec<u32>,
+    pub bank: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -239,7 +289,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, Failure> {
     }
 }
 
-fn open_tpm(source: &TpmSource) -> Result<Tpm, Failure> {
+pub(crate) fn open_tpm(source: &TpmSource) -> Result<Tpm, Failure> {
     source
         .open()
         .map_err(|e| Failure::Unavailable(format!("{e:#}")))
@@ -362,18 +412,112 @@ fn quote_with_pcrs(
     )))
 }
 
+/// Creates the boot signing key (first call: bound to the PCRs read now, with the same
+/// before/after read as the quote so that no extend slips between reading and creating) or
+/// recreates it and checks it is the same key. The caller flushes the handle.
+pub(crate) fn load_signing_key(
+    tpm: &mut Tpm,
+    known: &mut Option<SigningKeyInfo>,
+) -> Result<KeyObject, Failure> {
+    if let Some(info) = known {
+        let key = tpm
+            .create_signing_key(&info.auth_policy)
+            .map_err(unavailable("recreating the boot signing key"))?;
+        if key.public != info.public {
+            let _ = tpm.flush_context(key.handle);
+            return Err(Failure::Unavailable(
+                "the boot signing key changed during this boot (was the TPM reset?)".into(),
+            ));
+        }
+        return Ok(key);
+    }
+    for _ in 0..PCR_RACE_RETRIES {
+        let before = tpm
+            .pcr_read(HashAlg::Sha256, &QUOTED_PCRS)
+            .map_err(unavailable("reading PCRs"))?;
+        let policy = cvm_tpm::pcr_policy_digest(HashAlg::Sha256, &before)
+            .map_err(unavailable("computing the PCR policy"))?;
+        let key = tpm
+            .create_signing_key(&policy)
+            .map_err(unavailable("creating the boot signing key"))?;
+        let after = tpm
+            .pcr_read(HashAlg::Sha256, &QUOTED_PCRS)
+            .map_err(unavailable("reading PCRs"));
+        match after {
+            Ok(after) if after == before => {
+                *known = Some(SigningKeyInfo {
+                    auth_policy: policy,
+                    public: key.public.clone(),
+                });
+                return Ok(key);
+            }
+            Ok(_) => {
+                let _ = tpm.flush_context(key.handle);
+            }
+            Err(e) => {
+                let _ = tpm.flush_context(key.handle);
+                return Err(e);
+            }
+        }
+    }
+    Err(Failure::Unavailable(format!(
+        "PCRs kept changing during {PCR_RACE_RETRIES} attempts to create the signing key; retry"
+    )))
+}
+
+/// The signing key certified by `ak` with `nonce`, as the collaterals carry it.
+fn certified_signing_key(
+    tpm: &mut Tpm,
+    known: &mut Option<SigningKeyInfo>,
+    ak: u32,
+    nonce: &[u8],
+) -> Result<SigningKeyJson, Failure> {
+    let key = load_signing_key(tpm, known)?;
+    let cert = tpm.certify(key.handle, ak, nonce);
+    let _ = tpm.flush_context(key.handle);
+    let cert = cert.map_err(unavailable("certifying the boot signing key with the AK"))?;
+    let template = cvm_tpm::templates::signing_key_ecc_p256_template(
+        &known
+            .as_ref()
+            .ok_or_else(|| Failure::Unavailable("signing key not loaded".into()))?
+            .auth_policy,
+    );
+    Ok(SigningKeyJson {
+        public: b64(&cvm_tpm::tpm2b(&key.public)),
+        public_pem: p256_public_pem(&key.public, &template)
+            .map_err(|e| Failure::Unavailable(format!("signing key public area: {e}")))?,
+        name: hex::encode(&key.name),
+        key_hash: key_hash(&key.public),
+        certify_info: b64(&cert.attest),
+        certify_signature: b64(&cert.signature),
+        pcr_policy: PcrPolicyJson {
+            pcrs: QUOTED_PCRS.to_vec(),
+            bank: HashAlg::Sha256.name(),
+        },
+    })
+}
+
+/// The key hash served for the signing key: SHA-256 of its TPMT_PUBLIC, hex.
+pub fn key_hash(public: &[u8]) -> String {
+    hex::encode(Sha256::digest(public))
+}
+
 /// Everything from the TPM and TEE for `nonce` (logs are added by the caller).
 fn collect(source: &TpmSource, evidence: &Evidence, nonce: &[u8]) -> Result<Collaterals, Failure> {
-    let mut keys = evidence
-        .keys
+    let mut boot = evidence
+        .boot
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let boot = &mut *boot;
     let mut tpm = open_tpm(source)?;
-    let ak = load_ak(&mut tpm, &mut keys)?;
-    let quoted = quote_with_pcrs(&mut tpm, ak, nonce);
+    let ak = load_ak(&mut tpm, &mut boot.keys)?;
+    let quoted = quote_with_pcrs(&mut tpm, ak, nonce).and_then(|q| {
+        certified_signing_key(&mut tpm, &mut boot.signing_key, ak, nonce).map(|s| (q, s))
+    });
     let _ = tpm.flush_context(ak);
-    let (quote, pcrs) = quoted?;
-    let k = keys
+    let ((quote, pcrs), signing_key) = quoted?;
+    let k = boot
+        .keys
         .as_ref()
         .ok_or_else(|| Failure::Unavailable("keys not loaded".into()))?;
     let report_data = tee_report_data(nonce, &k.ak_name);
@@ -415,6 +559,7 @@ fn collect(source: &TpmSource, evidence: &Evidence, nonce: &[u8]) -> Result<Coll
         ek_public: b64(&cvm_tpm::tpm2b(&k.ek_public)),
         ek_cert: k.ek_cert.as_deref().map(b64),
         tee_report,
+        signing_key,
     })
 }
 
@@ -424,19 +569,23 @@ const P256_SPKI_PREFIX: [u8; 27] = [
     0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04,
 ];
-/// Bytes of our AK's TPMT_PUBLIC before `unique` (the template minus its two empty coordinates).
-const AK_PUBLIC_PREFIX_LEN: usize = 20;
+/// Bytes at the end of our ECC templates: `unique` with two empty coordinates (u16 0, u16 0).
+const EMPTY_UNIQUE_LEN: usize = 4;
 const P256_COORD: usize = 32;
 
 /// PEM SubjectPublicKeyInfo of the AK (a P-256 TPMT_PUBLIC from our template).
 pub fn ak_public_pem(public: &[u8]) -> Result<String, String> {
-    let template = cvm_tpm::templates::ak_ecc_p256_template();
-    if public.len() < AK_PUBLIC_PREFIX_LEN
-        || public[..AK_PUBLIC_PREFIX_LEN] != template[..AK_PUBLIC_PREFIX_LEN]
-    {
-        return Err("not an ECC P-256 key of the AK template".into());
+    p256_public_pem(public, &cvm_tpm::templates::ak_ecc_p256_template())
+}
+
+/// PEM SubjectPublicKeyInfo of a P-256 TPMT_PUBLIC created from `template` (one of our ECC
+/// templates, whose `unique` is empty): everything before `unique` must be the template's.
+pub fn p256_public_pem(public: &[u8], template: &[u8]) -> Result<String, String> {
+    let prefix = template.len().saturating_sub(EMPTY_UNIQUE_LEN);
+    if public.len() < prefix || public[..prefix] != template[..prefix] {
+        return Err("not an ECC P-256 key of the expected template".into());
     }
-    let mut rest = &public[AK_PUBLIC_PREFIX_LEN..];
+    let mut rest = &public[prefix..];
     let mut coord = || -> Result<[u8; P256_COORD], String> {
         let n = rest
             .get(..2)
@@ -534,13 +683,13 @@ fn activate(
     blob: &[u8],
     secret: &[u8],
 ) -> Result<Vec<u8>, ApiError> {
-    let mut keys = evidence
-        .keys
+    let mut boot = evidence
+        .boot
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut tpm = open_tpm(source)?;
-    let ak = load_ak(&mut tpm, &mut keys)?;
-    let result = match keys.as_ref() {
+    let ak = load_ak(&mut tpm, &mut boot.keys)?;
+    let result = match boot.keys.as_ref() {
         Some(k) => ek_handle(&mut tpm, k).and_then(|(ek, transient)| {
             let r = tpm.activate_credential(ak, ek, blob, secret);
             if transient {

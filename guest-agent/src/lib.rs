@@ -4,7 +4,8 @@
 //! ([`pid1`]) runs as an ordinary process in host tests:
 //!
 //! * supervise the workload's services ([`workload`] parses `workload.toml`, [`supervisor`] runs them);
-//! * serve the attestation API over HTTP ([`api`]: PCRs, event logs, workload state);
+//! * serve the attestation API over HTTP ([`api`]: PCRs, event logs, workload state, evidence
+//!   ([`evidence`]) and, on loopback only, signatures by this boot's PCR-bound key ([`signing`]));
 //! * bring the machine to a usable state: network by DHCP ([`net`]), orderly power-off on
 //!   SIGTERM/SIGINT/SIGPWR or the ACPI power button ([`power_button`], [`pid1`]).
 //!
@@ -18,6 +19,7 @@ pub mod net;
 pub mod pid1;
 pub mod power_button;
 pub mod settings;
+pub mod signing;
 pub mod supervisor;
 pub mod tee;
 pub mod tpm;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -116,12 +116,20 @@ async fn run(settings: Settings, pid1: bool) -> Result<()> {
         },
         workload,
     );
-    let router = api::router(state);
-    for addr in [settings.listen, settings.listen_local] {
+    ensure!(
+        settings.listen_local.ip().is_loopback(),
+        "the local API address {} is not a loopback address: it serves /sign-message, which signs \
+         with this boot's key for anyone who reaches it (set CVM_LISTEN_LOCAL to 127.0.0.1:PORT)",
+        settings.listen_local
+    );
+    let listeners = [
+        (settings.listen, api::public_router(state.clone())),
+        (settings.listen_local, api::local_router(state)),
+    ];
+    for (addr, router) in listeners {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the API to {addr}"))?;
-        let router = router.clone();
         tokio::spawn(async move {
             if let Err(e) = api::serve(listener, router).await {
                 log!("API on {addr} stopped: {e}");

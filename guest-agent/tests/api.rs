@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::*;
-use cvm_agent::api::{router, ApiConfig, AppState, WorkloadView};
+use cvm_agent::api::{public_router as router, ApiConfig, AppState, WorkloadView};
 use cvm_agent::console::LineSink;
 use cvm_agent::supervisor::{Backoff, Reaper, Supervisor};
 use cvm_agent::tpm::TpmSource;

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use base64::Engine;
 use common::*;
-use cvm_agent::api::{router, ApiConfig, AppState, WorkloadView};
+use cvm_agent::api::{public_router as router, ApiConfig, AppState, WorkloadView};
 use cvm_agent::evidence::Evidence;
 use cvm_agent::tee::TeeSource;
 use cvm_agent::tpm::TpmSource;

@@ -35,7 +35,7 @@ const TPM_PT_NV_BUFFER_MAX: u32 = 0x0000_012C;
 const TPM_SE_POLICY: u8 = 0x01;
 /// `TPMA_SESSION.continueSession`: keep a policy session after the command (used for none here:
 /// the EK session is spent by ActivateCredential).
-const TPMA_SESSION_NONE: u8 = 0x00;
+pub(crate) const TPMA_SESSION_NONE: u8 = 0x00;
 /// nonceCaller for StartAuthSession: at least 16 bytes (Part 3 §11.1). The session is unbound and
 /// unsalted and only carries a PolicySecret, so its freshness comes from nonceTPM; a fixed caller nonce
 /// costs nothing and keeps the client free of a random number source.
@@ -89,7 +89,7 @@ pub fn tpm2b(v: &[u8]) -> Vec<u8> {
 
 /// Writes the authorization area for password sessions with the empty password, one per handle
 /// needing authorization, and returns the command positioned at the parameters.
-fn password_sessions(c: &mut Command, count: usize) {
+pub(crate) fn password_sessions(c: &mut Command, count: usize) {
     const PW_SESSION_LEN: u32 = 4 + 2 + 1 + 2;
     c.u32(PW_SESSION_LEN * count as u32);
     for _ in 0..count {
@@ -98,7 +98,7 @@ fn password_sessions(c: &mut Command, count: usize) {
 }
 
 /// Checks a TPM2B argument fits its u16 size field.
-fn check_tpm2b(what: &str, v: &[u8]) -> Result<()> {
+pub(crate) fn check_tpm2b(what: &str, v: &[u8]) -> Result<()> {
     if v.len() > u16::MAX as usize {
         return Err(Error::InvalidArgument(format!(
             "{what}: {} bytes do not fit a TPM2B",
@@ -290,7 +290,7 @@ impl Tpm {
     }
 
     /// TPM2_StartAuthSession for an unbound, unsalted SHA-256 policy session; returns its handle.
-    fn start_policy_session(&mut self) -> Result<u32> {
+    pub(crate) fn start_policy_session(&mut self) -> Result<u32> {
         let mut c = Command::new(TPM_ST_NO_SESSIONS, TPM_CC_START_AUTH_SESSION);
         c.u32(TPM_RH_NULL).u32(TPM_RH_NULL); // tpmKey, bind
         c.tpm2b(&POLICY_NONCE_CALLER);

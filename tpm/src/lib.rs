@@ -1,5 +1,6 @@
 //! A minimal TPM 2.0 client: read PCRs, extend a PCR, list the PCR banks, and the attestation
-//! commands (keys, quote, EK certificate, credential activation; see `attest`).
+//! commands (keys, quote, EK certificate, credential activation; see `attest`), and the boot
+//! signing key: a PCR-policy-bound key certified by the AK (`signing_key`, `policy`, `ecdsa`).
 //!
 //! This is all the guest needs at boot (the init extends PCR 23) and at run time (the agent reads PCRs
 //! for attestation), and all it can afford in PID 1: no TSS, no C library, no resource manager of its
@@ -14,15 +15,21 @@
 //! ```
 
 mod attest;
+mod ecdsa;
 mod marshal;
+mod policy;
 mod rc;
+mod signing_key;
 pub mod templates;
 mod transport;
 
 use std::net::ToSocketAddrs;
 
 pub use attest::{tpm2b, KeyObject, NvPublic, Quote, TPM_RH_ENDORSEMENT, TPM_RH_NULL};
+pub use ecdsa::EcdsaSignature;
+pub use policy::{pcr_policy_digest, pcr_selection_list, POLICY_DIGEST_LEN, TPM_CC_POLICY_PCR};
 pub use rc::ResponseCode;
+pub use signing_key::{Certification, SIGN_DIGEST_LEN};
 pub use templates::EkType;
 pub use transport::{DeviceTransport, TcpTransport, Transport};
 
@@ -48,6 +55,16 @@ pub enum Error {
     },
     #[error("{command} failed: {rc}")]
     Tpm {
+        command: &'static str,
+        rc: ResponseCode,
+    },
+    /// The TPM refused a PCR-policy authorization: the PCRs no longer hold the values the key's
+    /// authPolicy was computed from (TPM_RC_POLICY_FAIL), or kept changing (TPM_RC_PCR_CHANGED).
+    #[error(
+        "{command} refused by the key's PCR policy ({rc}): the PCRs changed since the key was \
+         created"
+    )]
+    PcrPolicyMismatch {
         command: &'static str,
         rc: ResponseCode,
     },

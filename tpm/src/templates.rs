@@ -3,6 +3,9 @@
 //! * The **attestation key** (AK): a restricted ECDSA P-256/SHA-256 signing key. "Restricted" is what
 //!   makes a quote trustworthy: such a key refuses to sign data that starts with `TPM_GENERATED_VALUE`
 //!   unless the TPM produced it, so a forged TPMS_ATTEST cannot be signed.
+//! * The **boot signing key**: an *unrestricted* ECDSA P-256/SHA-256 signing key whose only
+//!   authorization is a PolicyPCR over the PCR values of the moment it was made, so it can sign
+//!   only while the machine is in the state a quote shows ([`signing_key_ecc_p256_template`]).
 //! * The **endorsement key** (EK): the TCG EK Credential Profile 2.0 default templates (Annex B.3.3,
 //!   "L-1" RSA 2048 and "L-2" ECC NIST P-256). Created under the endorsement hierarchy, they reproduce
 //!   exactly the key whose certificate the manufacturer (here swtpm_setup/swtpm_localca) wrote to NV.
@@ -51,6 +54,21 @@ pub const AK_ATTRIBUTES: u32 = attr::FIXED_TPM
     | attr::USER_WITH_AUTH
     | attr::RESTRICTED
     | attr::SIGN_ENCRYPT;
+
+/// Boot signing key attributes: fixedTPM | fixedParent | sensitiveDataOrigin | sign (0x00040032).
+///
+/// * no userWithAuth: the USER role (TPM2_Sign) needs a policy session satisfying authPolicy, i.e.
+///   the PolicyPCR of [`crate::pcr_policy_digest`]; the empty authValue never signs;
+/// * no restricted: the key signs digests of any workload message (a restricted key signs only
+///   digests the TPM hashed itself, and refuses anything starting with TPM_GENERATED_VALUE);
+/// * no adminWithPolicy: with it set, the ADMIN role (TPM2_Certify's objectHandle) also needs the
+///   policy, and a TPM requires an ADMIN-role policy to contain TPM2_PolicyCommandCode, which a bare
+///   PolicyPCR does not: swtpm answers TPM2_Certify with TPM_RC_POLICY_FAIL (tests/signing_key.rs
+///   shows it). Left clear, ADMIN is the empty authValue, which allows only harmless operations on a
+///   fixedTPM|fixedParent primary: Certify (anyone may certify it) and ObjectChangeAuth (whose
+///   output cannot be loaded for a primary, and whose authValue the USER role would ignore anyway).
+pub const SIGNING_KEY_ATTRIBUTES: u32 =
+    attr::FIXED_TPM | attr::FIXED_PARENT | attr::SENSITIVE_DATA_ORIGIN | attr::SIGN_ENCRYPT;
 
 /// EK attributes (TCG EK profile B.3.3): fixedTPM | fixedParent | sensitiveDataOrigin |
 /// adminWithPolicy | restricted | decrypt (0x000300B2). No userWithAuth: every use needs the policy.
@@ -116,6 +134,28 @@ pub fn ak_ecc_p256_template() -> Vec<u8> {
     c.into_bytes()
 }
 
+/// `TPMT_PUBLIC` of the boot signing key: ECC P-256, nameAlg SHA-256, [`SIGNING_KEY_ATTRIBUTES`],
+/// `auth_policy` (a SHA-256 policy digest, normally [`crate::pcr_policy_digest`] of the current PCRs),
+/// TPMS_ECC_PARMS { symmetric NULL, scheme ECDSA/SHA-256, curve P-256, kdf NULL }, empty unique.
+///
+/// The policy is part of the template, hence of the key's Name and of its derivation: the same
+/// hierarchy seed and the same PCR values give the same key.
+pub fn signing_key_ecc_p256_template(auth_policy: &[u8; 32]) -> Vec<u8> {
+    ecc_p256_signing_template(SIGNING_KEY_ATTRIBUTES, auth_policy)
+}
+
+/// The signing-key layout with other attributes (tests show why adminWithPolicy stays clear).
+pub fn ecc_p256_signing_template(attributes: u32, auth_policy: &[u8]) -> Vec<u8> {
+    let mut c = Command::body();
+    c.u16(TPM_ALG_ECC).u16(TPM_ALG_SHA256).u32(attributes);
+    c.tpm2b(auth_policy);
+    c.u16(TPM_ALG_NULL); // symmetric
+    c.u16(TPM_ALG_ECDSA).u16(TPM_ALG_SHA256); // scheme
+    c.u16(TPM_ECC_NIST_P256).u16(TPM_ALG_NULL); // curveID, kdf
+    c.u16(0).u16(0); // unique: x, y empty
+    c.into_bytes()
+}
+
 /// TCG EK template L-1 (RSA 2048, AES-128-CFB storage parameters, zero 256-byte unique).
 pub fn ek_rsa2048_template() -> Vec<u8> {
     let mut c = Command::body();
@@ -155,6 +195,19 @@ mod tests {
     fn ak_template_bytes() {
         let want = hex_bytes("0023 000b 00050072 0000 0010 0018 000b 0003 0010 0000 0000");
         assert_eq!(ak_ecc_p256_template(), want);
+    }
+
+    /// Field by field from Part 2, as `tpm2_createprimary -G ecc256:ecdsa-sha256:null -g sha256
+    /// -a 'fixedtpm|fixedparent|sensitivedataorigin|sign' -L policy` writes it (`tpm2_readpublic`
+    /// prints attributes 0x40032): type ECC, nameAlg SHA-256, attributes, TPM2B policy, symmetric
+    /// NULL, ECDSA/SHA-256, P-256, kdf NULL, empty x/y.
+    #[test]
+    fn signing_key_template_bytes() {
+        let policy = [0xAB; 32];
+        let t = signing_key_ecc_p256_template(&policy);
+        assert_eq!(&t[..10], &hex_bytes("0023 000b 00040032 0020"));
+        assert_eq!(&t[10..42], &policy);
+        assert_eq!(&t[42..], &hex_bytes("0010 0018 000b 0003 0010 0000 0000"));
     }
 
     #[test]

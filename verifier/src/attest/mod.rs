@@ -6,6 +6,7 @@
 //! | [`quote`] | AK signature over the quote, nonce = extraData, pcrDigest over the reported PCRs |
 //! | [`credential`] | TPM2_MakeCredential for the AK↔EK proof (RSA-OAEP or ECDH seed, KDFa, AES-CFB, HMAC) |
 //! | [`snp`] | SEV-SNP report parsing, ARK → ASK/ASVK → VCEK/VLEK chain, report signature, TCB |
+//! | [`tdx`] | TDX quotes: DCAP verification with Intel collateral, report data, CCEL → RTMR replay |
 //!
 //! The agent's side of the protocol is `guest-agent/src/evidence.rs`; [`tee_report_data`] mirrors how
 //! it binds the verifier's nonce and the AK into a TEE report.
@@ -13,6 +14,7 @@
 pub mod credential;
 pub mod quote;
 pub mod snp;
+pub mod tdx;
 pub mod tpm2;
 
 use sha2::{Digest, Sha512};
