@@ -23,6 +23,7 @@ use cvm_image::verify::collaterals::{
 };
 use cvm_image::verify::evidence::Origin;
 use cvm_image::verify::{ekcert, load_golden};
+use cvm_verify::tee::TeeTrust;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -160,9 +161,93 @@ fn log_with_one_event_changed(log: &[u8]) -> Vec<u8> {
     changed
 }
 
+/// The default image built with `--golden-key` (an openssl-made P-256 key) into its own output
+/// directory; returns it and the key directory (golden.pub, and other.pub of another key). Its
+/// PCRs are the unsigned build's: signing only adds unmeasured files to the ESP.
+fn signed_golden_image() -> (PathBuf, PathBuf) {
+    let keys = scratch("attest-golden-keys");
+    for name in ["golden", "other"] {
+        let key = keys.join(format!("{name}.key"));
+        ok(Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+            ])
+            .arg(&key));
+        ok(Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(keys.join(format!("{name}.pub"))));
+    }
+    let out = scratch("attest-signed-image");
+    let key = keys.join("golden.key");
+    let o = build(
+        &repo().join("image.toml"),
+        &out,
+        &["--golden-key", key.to_str().unwrap()],
+        None,
+    );
+    assert!(
+        o.status.success(),
+        "build --golden-key failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (out, keys)
+}
+
+/// `GET /golden-measurement` serves the copy embedded on the ESP, byte-identical to out/ (file
+/// and signature); `verify --golden-from-agent --golden-pubkey` accepts it with the build's key
+/// and refuses it (exit 1) with another.
+fn golden_from_agent(agent: &str, out: &Path, keys: &Path, ek_ca: &Path) {
+    let served: Value = serde_json::from_str(&ok(Command::new("curl")
+        .args(["-fsS", "--max-time", "60"])
+        .arg(format!("{agent}/golden-measurement"))))
+    .unwrap();
+    let golden = std::fs::read(out.join("golden-measurement.json")).unwrap();
+    let sig: Value =
+        serde_json::from_slice(&std::fs::read(out.join("golden-measurement.json.sig")).unwrap())
+            .unwrap();
+    assert!(
+        b64()
+            .decode(served["golden_b64"].as_str().unwrap())
+            .unwrap()
+            == golden,
+        "the agent's golden file differs from out/golden-measurement.json"
+    );
+    assert_eq!(served["signature"], sig);
+    assert_eq!(served["source"], "esp:/cvm/golden-measurement.json");
+
+    let from_agent = |pubkey: &str| {
+        run(Command::new(cvm_image())
+            .args(["verify", "--agent", agent, "--golden-from-agent", "--json"])
+            .arg("--golden-pubkey")
+            .arg(keys.join(pubkey))
+            .arg("--ek-ca")
+            .arg(ek_ca))
+    };
+    let o = from_agent("golden.pub");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("good signature"), "{stderr}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v:#}");
+    let o = from_agent("other.pub");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("REFUSED") && stderr.contains("signed by another key"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn quoted_attestation_of_one_boot() {
-    let out = default_image().out.clone();
+    let (out, golden_keys) = signed_golden_image();
     let golden_path = out.join("golden-measurement.json");
     let o = run(Command::new(cvm_image())
         .args(["run", "--detach", "--timeout", BOOT_TIMEOUT_SECS])
@@ -207,9 +292,30 @@ fn quoted_attestation_of_one_boot() {
         [
             ("quote", "ok"),
             ("ak-ek-binding", "ok"),
-            ("ek-certificate", "ok")
+            ("ek-certificate", "ok"),
+            ("signing-key", "ok"),
+            ("tee-report", "skipped")
         ]
     );
+    // A confidential VM is required on demand: this one has no SEV-SNP/TDX.
+    let (code, v) = verify_cli(
+        &golden_path,
+        &agent,
+        &[
+            "--ek-ca".as_ref(),
+            ek_ca.as_os_str(),
+            "--require-tee".as_ref(),
+        ],
+    );
+    assert_eq!(code, 1, "{v:#}");
+    assert!(v["failures"].to_string().contains("TEE report"), "{v:#}");
+
+    // Peer attestation: another VM's agent (the same binary as in the image, run on the host)
+    // attests this VM through its loopback POST /verify, and checks a greeting the VM's workload
+    // had signed with the boot key.
+    peer_verification(&agent, &state, &golden_path, &ek_ca);
+
+    golden_from_agent(&agent, &out, &golden_keys, &ek_ca);
 
     // tpm2-tools accepts the served quote with our nonce, and not with another.
     let nonce = fresh_nonce();
@@ -235,7 +341,16 @@ fn quoted_attestation_of_one_boot() {
     let activate = |m: &_| activate_credential(&agent, m, AGENT_TIMEOUT);
     let check = |c: &Collaterals, nonce: &[u8], trust: &EkTrust| -> Verdict {
         let origin = Origin::Agent { url: agent.clone() };
-        let e = check_collaterals(c, nonce, trust, &activate, unix_now(), origin).unwrap();
+        let e = check_collaterals(
+            c,
+            nonce,
+            trust,
+            &TeeTrust::default(),
+            &activate,
+            unix_now(),
+            origin,
+        )
+        .unwrap();
         verify(&golden, "qemu", &e).unwrap()
     };
     let good = check(&c, &nonce, &trust);
@@ -354,4 +469,146 @@ fn quoted_attestation_of_one_boot() {
         String::from_utf8_lossy(&o.stdout)
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("WARNING: --insecure-no-ek"));
+}
+
+/// The guest agent binary the image was built with (builder/src/guest.rs's target dir).
+fn guest_agent_binary() -> PathBuf {
+    let dir = std::env::var_os("CVM_IMAGE_GUEST_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/guest"));
+    let bin = dir.join("x86_64-unknown-linux-gnu/guest/cvm-agent");
+    assert!(
+        bin.exists(),
+        "{} missing: the image build makes it",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// POST `body` as JSON to `url`; (status, JSON answer).
+fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    let config = ureq::Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .timeout_global(Some(AGENT_TIMEOUT * 2))
+        .build();
+    let mut resp = ureq::Agent::new_with_config(config)
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
+}
+
+fn get_json(url: &str) -> Value {
+    let mut resp = ureq::get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn peer_verification(agent: &str, state: &Value, golden_path: &Path, ek_ca: &Path) {
+    let dir = scratch("attest-peer");
+    std::fs::write(dir.join("workload.toml"), "name = \"peer-verifier\"\n").unwrap();
+    let (public, local) = (free_port(), free_port());
+    let _verifier = KillOnDrop(
+        Command::new(guest_agent_binary())
+            .env("CVM_WORKLOAD_DIR", &dir)
+            .env("CVM_LISTEN", format!("127.0.0.1:{public}"))
+            .env("CVM_LISTEN_LOCAL", format!("127.0.0.1:{local}"))
+            .env("CVM_TPM", "tcp:127.0.0.1:1")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let local_url = format!("http://127.0.0.1:{local}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ureq::get(&format!("{local_url}/health")).call().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the verifying agent did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The VM's workload signs its greeting with the boot key (its loopback /sign-message).
+    let workload = state["workload_url"].as_str().unwrap();
+    let signed = get_json(&format!("{workload}/signed"));
+    let greeting = signed["greeting"].as_str().unwrap().to_string();
+    let mut signed_message = signed["signed"].clone();
+    signed_message["message"] = Value::from(b64().encode(greeting.as_bytes()));
+
+    let golden: Value = serde_json::from_slice(&std::fs::read(golden_path).unwrap()).unwrap();
+    let request = serde_json::json!({
+        "agent": agent,
+        "golden": golden,
+        "profile": "qemu",
+        "ek_ca_pem": std::fs::read_to_string(ek_ca).unwrap(),
+        "signed_message": signed_message,
+    });
+    let (status, v) = post_json(&format!("{local_url}/verify"), &request);
+    assert_eq!(status, 200, "{v:#}");
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert_eq!(v["verdict"]["evidence"]["quoted"], true, "{v:#}");
+    assert_eq!(v["message"]["ok"], true, "{v:#}");
+    assert_eq!(v["signing_key"], signed["signed"]["key_hash"], "{v:#}");
+
+    // Another message under the same signature: the check fails, the attestation still holds.
+    let mut forged = request.clone();
+    forged["signed_message"]["message"] = Value::from(b64().encode(b"pay 1000 to mallory"));
+    let (status, v) = post_json(&format!("{local_url}/verify"), &forged);
+    assert_eq!(status, 200, "{v:#}");
+    assert_eq!(
+        (v["ok"].clone(), v["message"]["ok"].clone()),
+        (false.into(), false.into()),
+        "{v:#}"
+    );
+
+    // A golden measurement for another workload: PCR 23 differs, the peer is refused.
+    let mut other = request.clone();
+    other["golden"]["profiles"]["qemu"]["pcrs"]["sha256"]["23"]["value"] =
+        Value::from("00".repeat(32));
+    let (status, v) = post_json(&format!("{local_url}/verify"), &other);
+    assert_eq!(status, 200, "{v:#}");
+    assert_eq!(v["ok"], false, "{v:#}");
+    assert!(
+        v["verdict"]["failures"].to_string().contains("PCR 23"),
+        "{v:#}"
+    );
+
+    // Malformed requests: JSON errors with 4xx, and the endpoint is not on the public port.
+    let (status, v) = post_json(
+        &format!("{local_url}/verify"),
+        &serde_json::json!({"agent": "ftp://x"}),
+    );
+    assert!((400..500).contains(&status), "{status} {v:#}");
+    assert!(v["error"].is_string(), "{v:#}");
+    let mut no_ek = request.clone();
+    no_ek.as_object_mut().unwrap().remove("ek_ca_pem");
+    let (status, v) = post_json(&format!("{local_url}/verify"), &no_ek);
+    assert_eq!(status, 400, "{v:#}");
+    let (status, _) = post_json(&format!("http://127.0.0.1:{public}/verify"), &request);
+    assert_eq!(status, 404);
 }

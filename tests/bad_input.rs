@@ -9,6 +9,7 @@ use std::process::Command;
 const REPO_ENTRIES: &[&str] = &[
     "image.toml",
     "cvm-image.lock",
+    "reference",
     "workload",
     "rootfs",
     "esp",

@@ -189,6 +189,63 @@ fn esp_is_clean_for_fsck_and_holds_the_uki() {
     );
 }
 
+/// The ESP carries the golden measurement (`\cvm\golden-measurement.json`) byte for byte as
+/// out/ has it, and embedding it changed nothing measured: the GPT bytes the prediction's PCR 5
+/// event holds are the final disk's, and the ESP's UKI is out/uki.efi (PCR 4). An unsigned build
+/// embeds no signature. The guest agent's reader finds the same bytes through the disk's GPT.
+#[test]
+fn esp_embeds_the_golden_measurement_without_changing_the_measured_bytes() {
+    let img = default_image();
+    let dir = scratch("esp-golden");
+    let esp = dir.join("esp.img");
+    img.extract_partition("esp", &esp, true);
+    let golden = std::fs::read(img.out.join("golden-measurement.json")).unwrap();
+    let mtype = |path: &str| {
+        run(Command::new("mtype")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&esp)
+            .arg(path))
+    };
+    let embedded = mtype("::/cvm/golden-measurement.json");
+    assert!(embedded.status.success(), "{embedded:?}");
+    assert!(
+        embedded.stdout == golden,
+        "the embedded golden file differs from out/"
+    );
+    assert!(
+        !mtype("::/cvm/golden-measurement.json.sig").status.success(),
+        "an unsigned build embedded a signature"
+    );
+    assert!(!img.out.join("golden-measurement.json.sig").exists());
+
+    // PCR 5: the predicted EV_EFI_GPT_EVENT is the final disk's header (LBA 1, 92 bytes), the
+    // count of used entries, and those entries (from LBA 2), read here straight off the disk.
+    let g: serde_json::Value = serde_json::from_slice(&golden).unwrap();
+    let events = g["profiles"]["qemu"]["pcrs"]["sha256"]["5"]["events"]
+        .as_array()
+        .unwrap();
+    let gpt_event = events
+        .iter()
+        .find(|e| e["type"] == "EV_EFI_GPT_EVENT")
+        .expect("a GPT event");
+    let data = hex::decode(gpt_event["data"].as_str().unwrap()).unwrap();
+    let disk = std::fs::read(img.disk()).unwrap();
+    let parts = img.manifest["partitions"].as_array().unwrap().len();
+    let mut expected = disk[512..512 + 92].to_vec();
+    expected.extend_from_slice(&(parts as u64).to_le_bytes());
+    expected.extend_from_slice(&disk[1024..1024 + parts * 128]);
+    assert!(
+        data == expected,
+        "PCR 5's predicted GPT bytes are not the disk's"
+    );
+
+    let read = cvm_agent::golden::load(&cvm_agent::golden::GoldenSource::Disk(img.disk()))
+        .unwrap()
+        .expect("the agent finds the embedded golden file");
+    assert!(read.golden == golden && read.signature.is_none());
+}
+
 /// Dump a UKI section with objcopy (an independent PE reader).
 fn dump_section(uki: &std::path::Path, name: &str, dest: &std::path::Path) -> Vec<u8> {
     ok(Command::new("objcopy")

@@ -1,11 +1,12 @@
 // The predicted event log of the `qemu` profile against ONE real boot of the default image
 // (QEMU TCG + the pinned OVMF + swtpm through `cvm-image run --detach`).
 //
-// * every predicted PCR (2–9, 11–15 from the firmware log, 23 from the runtime log): the value
-//   replayed from the booted log = the TPM's value (`/pcrs`) = the replay of our prediction, and
-//   the event-by-event diff finds nothing;
-// * the other banks the firmware logs (SHA-1, SHA-384, SHA-512) for the PCRs predicted without
-//   Authenticode (2, 3, 5, 6, 7, 9, 11);
+// * in every bank swtpm has active (SHA-1, SHA-256, SHA-384, SHA-512), every predicted PCR (2–9,
+//   11–15 from the firmware log, 23 from the init's runtime log): the value replayed from the booted
+//   log = the TPM's value (`/pcrs`) = the replay of our prediction, and the event-by-event diff finds
+//   nothing; the runtime log records a digest for every bank;
+// * golden-measurement.json: for every bank the qemu profile lists, every predicted/reference PCR
+//   equals the TPM's value and its listed events equal the booted log's, event by event;
 // * `tpm2_eventlog` (tpm2-tools, an independent parser) replays the booted log to the same values
 //   as our parser, for every PCR and bank it prints;
 // * without booting again: one byte of the cmdline changed → PCR 9 and 11 predictions change and
@@ -26,15 +27,13 @@ use std::sync::OnceLock;
 use cvm_image::predict::{expected_events_for_output, BANKS};
 use cvm_image::spec::Spec;
 use cvm_measure::eventlog::{self, diff_pcrs, Event, EventLog, ExpectedEvent, HashAlg};
-use cvm_measure::predict::{self, pcr11, pcr23, pcr5, pcr7, pcr9, PREDICTED_PCRS};
+use cvm_measure::predict::{self, pcr23, PREDICTED_PCRS};
 use cvm_measure::workload::{self, WORKLOAD_PCR};
 use serde_json::Value;
 
 /// Seconds a boot may take to become healthy (TCG on a loaded machine).
 const BOOT_TIMEOUT_SECS: &str = "400";
-/// PCRs whose events carry no Authenticode digest: predicted in every bank.
-const ALL_BANK_PCRS: [u32; 7] = [2, 3, 5, 6, 7, 9, 11];
-/// Banks swtpm has active in `cvm-image run` (and the firmware logs).
+/// Banks swtpm has active in `cvm-image run` (and the firmware logs, and the init extends).
 const LOG_BANKS: [HashAlg; 4] = [
     HashAlg::SHA1,
     HashAlg::SHA256,
@@ -44,7 +43,9 @@ const LOG_BANKS: [HashAlg; 4] = [
 
 /// The spec under test: the repository's, optionally with another kernel profile.
 fn kernel_profile() -> Option<String> {
-    std::env::var("CVM_BOOT_KERNEL_PROFILE").ok().or(KERNEL_PROFILE.map(String::from))
+    std::env::var("CVM_BOOT_KERNEL_PROFILE")
+        .ok()
+        .or(KERNEL_PROFILE.map(String::from))
 }
 
 fn kernel_args() -> Vec<String> {
@@ -83,7 +84,8 @@ fn ovmf_vars() -> PathBuf {
 
 struct Booted {
     out: PathBuf,
-    pcrs: BTreeMap<u32, String>,
+    /// `/pcrs`: bank → PCR → lower-case hex.
+    pcrs: BTreeMap<HashAlg, BTreeMap<u32, String>>,
     log_path: PathBuf,
     log: EventLog,
     runtime: Vec<workload::RuntimeEvent>,
@@ -148,12 +150,11 @@ fn boot_once() -> Booted {
     if let Err(e) = fetched {
         std::panic::resume_unwind(e);
     }
-    let pcrs: Value = serde_json::from_slice(&std::fs::read(&pcrs_path).unwrap()).unwrap();
-    let pcrs = pcrs["sha256"]
-        .as_object()
-        .expect("/pcrs has no sha256 bank")
-        .iter()
-        .map(|(k, v)| (k.parse().unwrap(), v.as_str().unwrap().to_string()))
+    let pcrs: BTreeMap<String, BTreeMap<u32, String>> =
+        serde_json::from_slice(&std::fs::read(&pcrs_path).unwrap()).unwrap();
+    let pcrs = pcrs
+        .into_iter()
+        .map(|(bank, values)| (HashAlg::from_name(&bank).unwrap(), values))
         .collect();
     let log = eventlog::parse(&std::fs::read(&log_path).unwrap()).unwrap();
     let runtime = workload::parse_log(&std::fs::read_to_string(&runtime_path).unwrap()).unwrap();
@@ -180,20 +181,33 @@ fn replayed(log: &EventLog, bank: HashAlg, pcr: u32) -> String {
         .unwrap_or_else(|| "00".repeat(len))
 }
 
-/// The runtime log as TCG events (for the event-by-event diff of PCR 23).
+/// The runtime log as TCG events, every bank (for the event-by-event diff of PCR 23).
 fn runtime_as_events(runtime: &[workload::RuntimeEvent]) -> Vec<Event> {
     runtime
         .iter()
         .map(|e| Event {
             pcr: e.pcr,
             event_type: pcr23::RUNTIME_EVENT_TYPE,
-            digests: vec![eventlog::EventDigest {
-                alg: HashAlg::SHA256,
-                digest: e.digest_sha256.to_vec(),
-            }],
+            digests: e
+                .digests
+                .iter()
+                .map(|(alg, digest)| eventlog::EventDigest {
+                    alg: *alg,
+                    digest: digest.clone(),
+                })
+                .collect(),
             data: Vec::new(),
         })
         .collect()
+}
+
+/// The booted events `pcr`'s value comes from: the runtime log for PCR 23, else the firmware log.
+fn booted_events(b: &Booted, pcr: u32) -> Vec<Event> {
+    if pcr == WORKLOAD_PCR {
+        runtime_as_events(&b.runtime)
+    } else {
+        b.log.events.clone()
+    }
 }
 
 #[test]
@@ -202,35 +216,67 @@ fn prediction_equals_the_booted_log_and_the_tpm() {
     let started = std::time::Instant::now();
     let expected = predicted(&b.out, &repo().join("image.toml"));
     let elapsed = started.elapsed();
-    let values = predict::pcr_values(&expected, &PREDICTED_PCRS, HashAlg::SHA256).unwrap();
-    for pcr in PREDICTED_PCRS {
-        let log_value = replayed(&b.log, HashAlg::SHA256, pcr);
+    assert_eq!(
+        b.pcrs.keys().copied().collect::<Vec<_>>(),
+        LOG_BANKS,
+        "/pcrs serves every active bank"
+    );
+    for bank in LOG_BANKS {
+        let tpm = &b.pcrs[&bank];
+        let values = predict::pcr_values(&expected, &PREDICTED_PCRS, bank).unwrap();
+        for pcr in PREDICTED_PCRS {
+            let log_value = replayed(&b.log, bank, pcr);
+            assert_eq!(
+                tpm[&pcr], log_value,
+                "PCR {pcr} {bank}: the TPM differs from the replayed log"
+            );
+            assert_eq!(
+                hex::encode(&values[&pcr]),
+                log_value,
+                "PCR {pcr} {bank}: the prediction differs from the boot"
+            );
+        }
+        let mismatches = diff_pcrs(&expected, &b.log.events, bank, &PREDICTED_PCRS);
+        let text: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+        assert!(text.is_empty(), "{bank}: {}", text.join("\n"));
+
+        // PCR 23: the init's runtime log, the TPM and the prediction, in this bank too.
+        let runtime_value = hex::encode(
+            &workload::replay(&b.runtime, bank)
+                .unwrap_or_else(|e| panic!("runtime log, {bank}: {e}"))[&WORKLOAD_PCR],
+        );
+        let predicted23 = predict::pcr_values(&expected, &[WORKLOAD_PCR], bank).unwrap();
         assert_eq!(
-            b.pcrs[&pcr], log_value,
-            "PCR {pcr}: the TPM differs from the replayed log"
+            tpm[&WORKLOAD_PCR], runtime_value,
+            "PCR 23 {bank}: TPM vs runtime log"
         );
         assert_eq!(
-            hex::encode(&values[&pcr]),
-            log_value,
-            "PCR {pcr}: the prediction differs from the boot"
+            hex::encode(&predicted23[&WORKLOAD_PCR]),
+            runtime_value,
+            "PCR 23 {bank}: prediction vs boot"
+        );
+        assert_ne!(
+            runtime_value,
+            "00".repeat(bank.digest_len().unwrap()),
+            "PCR 23 {bank} was never extended"
+        );
+        let m = diff_pcrs(
+            &expected,
+            &runtime_as_events(&b.runtime),
+            bank,
+            &[WORKLOAD_PCR],
+        );
+        assert!(m.is_empty(), "{bank}: {m:?}");
+    }
+    // The init logged (and extended) every active bank.
+    for e in &b.runtime {
+        assert_eq!(
+            e.digests.keys().copied().collect::<Vec<_>>(),
+            LOG_BANKS,
+            "{}",
+            e.description
         );
     }
-    let mismatches = diff_pcrs(&expected, &b.log.events, HashAlg::SHA256, &PREDICTED_PCRS);
-    let text: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
-    assert!(text.is_empty(), "{}", text.join("\n"));
-
-    // PCR 23: the init's runtime log, the TPM and the prediction.
-    let runtime_value = hex::encode(workload::replay(&b.runtime)[&WORKLOAD_PCR]);
-    let predicted23 = predict::pcr_values(&expected, &[WORKLOAD_PCR], HashAlg::SHA256).unwrap();
-    assert_eq!(b.pcrs[&WORKLOAD_PCR], runtime_value);
-    assert_eq!(hex::encode(&predicted23[&WORKLOAD_PCR]), runtime_value);
-    let m = diff_pcrs(
-        &expected,
-        &runtime_as_events(&b.runtime),
-        HashAlg::SHA256,
-        &[WORKLOAD_PCR],
-    );
-    assert!(m.is_empty(), "{m:?}");
 
     // The expected log encodes and re-parses to the same replayed values.
     let firmware: Vec<ExpectedEvent> = expected
@@ -240,46 +286,60 @@ fn prediction_equals_the_booted_log_and_the_tpm() {
         .collect();
     let written = eventlog::expected_log(&BANKS, &firmware).unwrap();
     let reparsed = eventlog::parse(&written.encode().unwrap()).unwrap();
-    for pcr in PREDICTED_PCRS {
-        assert_eq!(
-            replayed(&reparsed, HashAlg::SHA256, pcr),
-            b.pcrs[&pcr],
-            "PCR {pcr}"
-        );
+    for bank in LOG_BANKS {
+        for pcr in PREDICTED_PCRS {
+            assert_eq!(
+                replayed(&reparsed, bank, pcr),
+                b.pcrs[&bank][&pcr],
+                "PCR {pcr} {bank}"
+            );
+        }
     }
     eprintln!(
-        "predicted and booted agree on PCRs {PREDICTED_PCRS:?} and 23 ({} expected events, \
-         predicted in {:.0} ms)",
+        "predicted and booted agree on PCRs {PREDICTED_PCRS:?} and 23 in {:?} ({} expected \
+         events, predicted in {:.0} ms)",
+        LOG_BANKS.map(HashAlg::name),
         expected.len(),
         elapsed.as_secs_f64() * 1000.0
     );
 }
 
 #[test]
-fn other_banks_match_for_pcrs_without_authenticode() {
+fn sha384_pcr23_is_the_prediction() {
+    // The bank the init used to leave at zero: spelled out on its own.
     let b = booted();
-    let uki = std::fs::read(b.out.join("uki.efi")).unwrap();
-    let gpt = cvm_image::gpt::gpt_event_data(&b.out.join("disk.raw")).unwrap();
-    let vars = std::fs::read(ovmf_vars()).unwrap();
-    let mut events: Vec<ExpectedEvent> = Vec::new();
-    for pcr in predict::SEPARATOR_ONLY_PCRS {
-        events.push(predict::separator(pcr, &LOG_BANKS).unwrap());
-    }
-    events.extend(pcr5::events(&gpt, &LOG_BANKS).unwrap());
-    events.extend(pcr7::secure_boot_events(&vars, &LOG_BANKS).unwrap().events);
-    events.extend(pcr9::linux_stub_events(&uki, &LOG_BANKS).unwrap());
-    events.extend(pcr11::uki_section_events(&uki, &LOG_BANKS).unwrap());
+    let expected = predicted(&b.out, &repo().join("image.toml"));
+    let predicted23 = predict::pcr_values(&expected, &[WORKLOAD_PCR], HashAlg::SHA384).unwrap();
+    let tpm = &b.pcrs[&HashAlg::SHA384][&WORKLOAD_PCR];
+    assert_eq!(&hex::encode(&predicted23[&WORKLOAD_PCR]), tpm);
+    assert_ne!(tpm, &"00".repeat(48));
+    eprintln!("sha384 PCR 23 = {tpm}");
+}
+
+/// The reference boot pinned in cvm-image.lock (Secure Boot off) against this boot, in every bank
+/// the TPM has: its PCR 0/1 events are the booted firmware's, and so are the values.
+#[test]
+fn pinned_reference_boot_matches_this_boot_in_every_bank() {
+    use cvm_image::reference::{parse, Variant};
+    let b = booted();
+    let variant = Variant::SecureBootOff;
+    let bytes = std::fs::read(repo().join(variant.file())).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (record it with `cvm-image lock --record-reference`)",
+            variant.file()
+        )
+    });
+    let reference = parse(&bytes, variant).unwrap();
     for bank in LOG_BANKS {
-        let values = predict::pcr_values(&events, &ALL_BANK_PCRS, bank).unwrap();
-        for pcr in ALL_BANK_PCRS {
+        let m = diff_pcrs(&reference.events, &b.log.events, bank, &[0, 1]);
+        assert!(m.is_empty(), "bank {bank}: {m:?}");
+        for pcr in [0, 1] {
             assert_eq!(
-                hex::encode(&values[&pcr]),
+                reference.pcrs[&bank][&pcr],
                 replayed(&b.log, bank, pcr),
                 "PCR {pcr} bank {bank}"
             );
         }
-        let m = diff_pcrs(&events, &b.log.events, bank, &ALL_BANK_PCRS);
-        assert!(m.is_empty(), "bank {bank}: {m:?}");
     }
 }
 
@@ -335,6 +395,7 @@ fn one_cmdline_byte_changes_pcr9_and_pcr11_and_the_diff_names_them() {
     for e in [
         "image.toml",
         "cvm-image.lock",
+        "reference",
         "workload",
         "rootfs",
         "esp",
@@ -387,41 +448,82 @@ fn one_cmdline_byte_changes_pcr9_and_pcr11_and_the_diff_names_them() {
     eprintln!("changed cmdline:\n{}", text.join("\n"));
 }
 
-/// The build's golden-measurement.json: every PCR its qemu profile marks predicted equals the booted
-/// TPM's value, and the cloud profiles mark the firmware- and key-dependent PCRs as not enforced.
+/// The build's golden-measurement.json: in every bank its qemu profile lists, every PCR marked
+/// predicted or reference equals the booted TPM's value and its events equal the booted log's; the
+/// cloud profiles mark the firmware- and key-dependent PCRs as not enforced.
 #[test]
 fn golden_measurement_qemu_profile_equals_the_boot() {
     let b = booted();
-    let golden: Value =
+    let golden: cvm_verify::golden::Golden =
         serde_json::from_slice(&std::fs::read(b.out.join("golden-measurement.json")).unwrap())
             .unwrap();
-    let qemu = &golden["profiles"]["qemu"]["pcrs"]["sha256"];
-    let mut checked = vec![];
-    for (pcr, entry) in qemu.as_object().unwrap() {
-        if entry["source"] == "predicted" {
+    let qemu = &golden.profiles["qemu"].pcrs;
+    assert_eq!(
+        qemu.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["sha256", "sha384", "sha512"],
+        "qemu profile banks"
+    );
+    for (bank_name, entries) in qemu {
+        let bank = HashAlg::from_name(bank_name).unwrap();
+        let mut predicted = vec![];
+        let mut reference = vec![];
+        for (pcr, entry) in entries {
             let n: u32 = pcr.parse().unwrap();
+            match entry.source {
+                cvm_verify::golden::Source::Predicted => predicted.push(n),
+                cvm_verify::golden::Source::Reference => reference.push(n),
+                cvm_verify::golden::Source::Unknown => continue,
+            }
             assert_eq!(
-                entry["value"].as_str().unwrap(),
-                b.pcrs[&n],
-                "golden qemu PCR {pcr} differs from the TPM"
+                entry.value.as_deref(),
+                Some(b.pcrs[&bank][&n].as_str()),
+                "golden qemu PCR {pcr} ({bank}) differs from the TPM"
             );
-            assert_eq!(entry["enforce"], true, "PCR {pcr}");
-            checked.push(n);
+            assert!(entry.enforce, "PCR {pcr} ({bank})");
+            // The listed events: this bank's digests only, and exactly the booted ones.
+            assert!(
+                entry.events.iter().all(|e| e.digests.keys().eq([&bank])),
+                "PCR {pcr} ({bank}): events carry other banks"
+            );
+            let m = diff_pcrs(&entry.events, &booted_events(b, n), bank, &[n]);
+            let text: Vec<String> = m.iter().map(ToString::to_string).collect();
+            assert!(text.is_empty(), "{bank}: {}", text.join("\n"));
         }
+        predicted.sort();
+        assert_eq!(
+            predicted,
+            [2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 23],
+            "{bank}"
+        );
+        assert_eq!(
+            reference,
+            [0, 1],
+            "{bank}: PCR 0/1 must come from the reference boot pinned in cvm-image.lock"
+        );
+        eprintln!("golden {bank}: predicted {predicted:?}, reference {reference:?} equal the boot");
     }
-    checked.sort();
-    assert_eq!(checked, [2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 23]);
-    for cloud in ["gcp", "aws", "azure"] {
-        let pcrs = &golden["profiles"][cloud]["pcrs"]["sha256"];
-        for pcr in ["0", "1", "7"] {
-            assert_eq!(pcrs[pcr]["enforce"], false, "{cloud} PCR {pcr}");
-        }
-        for pcr in ["9", "11", "23"] {
-            assert_eq!(
-                pcrs[pcr]["value"], qemu[pcr]["value"],
-                "{cloud} PCR {pcr}: same formula as qemu"
-            );
-            assert_eq!(pcrs[pcr]["enforce"], true, "{cloud} PCR {pcr}");
+    for (cloud, banks) in [
+        ("gcp", &["sha256", "sha384"][..]),
+        ("aws", &["sha256", "sha384"]),
+        ("azure", &["sha256"]),
+    ] {
+        let profile = &golden.profiles[cloud].pcrs;
+        assert_eq!(
+            profile.keys().map(String::as_str).collect::<Vec<_>>(),
+            banks,
+            "{cloud} banks"
+        );
+        for (bank, pcrs) in profile {
+            for pcr in ["0", "1", "7"] {
+                assert!(!pcrs[pcr].enforce, "{cloud} {bank} PCR {pcr}");
+            }
+            for pcr in ["9", "11", "23"] {
+                assert_eq!(
+                    pcrs[pcr].value, qemu[bank][pcr].value,
+                    "{cloud} {bank} PCR {pcr}: same formula as qemu"
+                );
+                assert!(pcrs[pcr].enforce, "{cloud} {bank} PCR {pcr}");
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ const REPO_ENTRIES: &[&str] = &[
     "Cargo.lock",
     "image.toml",
     "cvm-image.lock",
+    "reference",
     "builder",
     "measure",
     "tpm",

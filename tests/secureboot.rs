@@ -4,6 +4,9 @@
 //!   owner's db.crt), puts the signed UKI on the ESP, writes OVMF_VARS.fd and secure-boot/, lists
 //!   the certificates' sha256 (never keys) in the manifest, and is reproducible: a second build
 //!   that signs again gives the same disk.raw;
+//! * `build --golden-key` (same build) signs the golden measurement and embeds both files on the
+//!   ESP beside the signed UKI, byte-identical to out/, with the ESP still `fsck.fat` clean and
+//!   the signature accepted by `openssl dgst`;
 //! * `run --secure-boot` boots it with the enrolled store under the SMM firmware: the agent
 //!   becomes healthy and `/pcrs` PCR 7 equals the manifest's Secure Boot prediction (PCR 11 and 23
 //!   as well);
@@ -69,10 +72,19 @@ fn build_with_keys(out: &Path, keys: &Path) -> Built {
     let o = build(
         &repo().join("image.toml"),
         out,
-        &["--keys", keys.to_str().unwrap()],
+        &[
+            "--keys",
+            keys.to_str().unwrap(),
+            "--golden-key",
+            keys.join("golden.key").to_str().unwrap(),
+        ],
         None,
     );
-    assert!(o.status.success(), "build --keys failed:\n{}", text(&o));
+    assert!(
+        o.status.success(),
+        "build --keys --golden-key failed:\n{}",
+        text(&o)
+    );
     Built {
         out: out.to_path_buf(),
         manifest: manifest_of(out),
@@ -220,6 +232,54 @@ fn build_signs_the_uki_and_writes_the_key_material() {
     }
 }
 
+/// The signed golden measurement sits on the ESP (`\cvm\`) as out/ has it; the ESP stays clean
+/// for `fsck.fat -n` and keeps the UKI at `\EFI\BOOT\BOOTX64.EFI`; openssl accepts the signature
+/// with golden.pub over the embedded bytes.
+#[test]
+fn signed_golden_is_embedded_beside_the_signed_uki() {
+    use base64::Engine;
+    let img = image();
+    let out = &img.built.out;
+    let dir = scratch("sb-esp-golden");
+    let esp = dir.join("esp.img");
+    img.built.extract_partition("esp", &esp, true);
+    let fsck = ok(Command::new("fsck.fat").arg("-n").arg(&esp));
+    assert!(
+        !fsck.contains("differ") && !fsck.to_lowercase().contains("warning"),
+        "fsck.fat -n:\n{fsck}"
+    );
+    let mtype = |path: &str| -> Vec<u8> {
+        let o = run(Command::new("mtype")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&esp)
+            .arg(path));
+        assert!(o.status.success(), "mtype {path}: {}", text(&o));
+        o.stdout
+    };
+    let golden = std::fs::read(out.join("golden-measurement.json")).unwrap();
+    let sig = std::fs::read(out.join("golden-measurement.json.sig")).unwrap();
+    assert!(mtype("::/cvm/golden-measurement.json") == golden);
+    assert!(mtype("::/cvm/golden-measurement.json.sig") == sig);
+    assert!(mtype("::/EFI/BOOT/BOOTX64.EFI") == std::fs::read(out.join("uki.efi")).unwrap());
+
+    let sig_json: Value = serde_json::from_slice(&sig).unwrap();
+    assert_eq!(sig_json["algorithm"], "ecdsa-p256-sha256");
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(sig_json["signature"].as_str().unwrap())
+        .unwrap();
+    let (sig_der, embedded) = (dir.join("sig.der"), dir.join("golden.json"));
+    std::fs::write(&sig_der, der).unwrap();
+    std::fs::write(&embedded, mtype("::/cvm/golden-measurement.json")).unwrap();
+    let verified = ok(Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(img.keys.join("golden.pub"))
+        .arg("-signature")
+        .arg(&sig_der)
+        .arg(&embedded));
+    assert!(verified.contains("Verified OK"), "{verified}");
+}
+
 /// Every regular file under `dir`.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = vec![];
@@ -263,6 +323,8 @@ fn signed_build_is_reproducible() {
         "OVMF_VARS.fd",
         "manifest.json",
         "secure-boot/aws-uefi-data.bin",
+        "golden-measurement.json",
+        "golden-measurement.json.sig",
     ] {
         assert_eq!(
             sha256_hex(&std::fs::read(img.built.out.join(f)).unwrap()),
@@ -329,23 +391,39 @@ fn signed_image_boots_with_secure_boot_and_the_predicted_pcr7() {
         assert_eq!(pcrs["sha256"]["11"], m["measurements"]["pcr11"]["value"]);
         assert_eq!(pcrs["sha256"]["23"], m["measurements"]["pcr23"]["value"]);
         // The golden file of a signed build predicts the Secure Boot boot: every predicted PCR of
-        // its qemu profile (PCR 7 from the enrolled store, PCR 4 without a kernel event) is the TPM's.
+        // its qemu profile (PCR 7 from the enrolled store, PCR 4 without a kernel event) is the TPM's,
+        // and so are PCR 0/1 from the Secure Boot reference boot pinned in cvm-image.lock (recorded
+        // with other, throw-away keys: PCR 0/1 do not depend on the owner's keys).
         let golden: Value = serde_json::from_slice(
             &std::fs::read(img.built.out.join("golden-measurement.json")).unwrap(),
         )
         .unwrap();
-        for (pcr, entry) in golden["profiles"]["qemu"]["pcrs"]["sha256"]
-            .as_object()
-            .unwrap()
-        {
-            if entry["source"] == "predicted" {
+        let qemu = &golden["profiles"]["qemu"]["pcrs"]["sha256"];
+        for pcr in ["0", "1"] {
+            assert_eq!(qemu[pcr]["source"], "reference", "golden qemu PCR {pcr}");
+            assert!(
+                qemu[pcr]["note"]
+                    .as_str()
+                    .unwrap()
+                    .contains("qemu-ovmf-secureboot.json"),
+                "PCR {pcr}: {}",
+                qemu[pcr]["note"]
+            );
+        }
+        let mut checked = vec![];
+        for (pcr, entry) in qemu.as_object().unwrap() {
+            if entry["source"] == "predicted" || entry["source"] == "reference" {
                 assert_eq!(
                     entry["value"],
                     pcrs["sha256"][pcr.as_str()],
-                    "golden qemu PCR {pcr}"
+                    "golden qemu PCR {pcr} ({})",
+                    entry["source"]
                 );
+                checked.push(pcr.parse::<u32>().unwrap());
             }
         }
+        checked.sort();
+        assert_eq!(checked[..2], [0, 1], "{checked:?}");
         let c = console(&out);
         assert!(!REFUSALS.iter().any(|r| c.contains(r)), "{c}");
 

@@ -18,6 +18,7 @@ mod common;
 use common::*;
 
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -161,6 +162,7 @@ fn rebuilt_golden(name: &str, edit: impl FnOnce(&Path)) -> PathBuf {
     for e in [
         "image.toml",
         "cvm-image.lock",
+        "reference",
         "workload",
         "rootfs",
         "esp",
@@ -209,17 +211,40 @@ fn live_agent_and_saved_files_verify() {
     assert_eq!(code, 0, "{v:#}\n{stderr}");
     assert_eq!(v["ok"], true);
     assert_eq!(v["failures"], Value::Array(vec![]));
-    let mut enforced = vec![];
+    // `/pcrs` carries every active bank: each bank the qemu profile lists is compared.
+    let mut enforced: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for row in v["pcrs"].as_array().unwrap() {
         if row["enforce"] == true {
             assert_eq!(row["status"], "ok", "{row}");
-            enforced.push(row["pcr"].as_u64().unwrap());
+            let bank = row["bank"].as_str().unwrap().to_string();
+            enforced
+                .entry(bank)
+                .or_default()
+                .push(row["pcr"].as_u64().unwrap());
         }
     }
-    assert_eq!(enforced, [2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 23]);
+    assert_eq!(
+        enforced.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["sha256", "sha384", "sha512"]
+    );
+    // PCR 0/1: the pinned reference boot; the others predicted.
+    for (bank, pcrs) in &enforced {
+        assert_eq!(
+            pcrs,
+            &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 23],
+            "{bank}"
+        );
+    }
+    assert_eq!(v["evidence"]["banks_not_reported"], serde_json::json!([]));
     assert_eq!(v["logs"][0]["status"], "ok");
     assert_eq!(v["logs"][1]["status"], "ok");
-    assert_eq!(v["logs"][1]["checked"]["sha256"], serde_json::json!([23]));
+    for bank in ["sha1", "sha256", "sha384", "sha512"] {
+        assert_eq!(
+            v["logs"][1]["checked"][bank],
+            serde_json::json!([23]),
+            "{bank}"
+        );
+    }
     assert_eq!(v["evidence"]["quoted"], false);
 
     // The text form: a table row per PCR and the verdict line.

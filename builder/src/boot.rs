@@ -22,6 +22,12 @@ use std::path::PathBuf;
 pub const DEVICE_TIMEOUT_SECS: u32 = 30;
 /// File name of the UKI on the ESP: the removable-media default path, so no boot entry is needed.
 pub const ESP_UKI_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
+/// Where the build embeds the golden measurement on the ESP (`\cvm\golden-measurement.json`),
+/// for the guest agent's `GET /golden-measurement`. The ESP's files are not measured — only the
+/// UKI's Authenticode hash (PCR 4) and the GPT (PCR 5) are — so embedding it changes no PCR.
+pub const ESP_GOLDEN_PATH: &str = "cvm/golden-measurement.json";
+/// Its detached signature (`golden_sign`'s format), present when the build signed it.
+pub const ESP_GOLDEN_SIG_PATH: &str = "cvm/golden-measurement.json.sig";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InitrdMeta {
@@ -288,45 +294,56 @@ pub struct EspImage {
     pub size: u64,
 }
 
-pub fn esp(stages: &StageCache, spec: &Spec, uki: &Uki) -> Result<EspImage> {
+/// The ESP: the UKI at [`ESP_UKI_PATH`] plus `extra` files (the golden measurement).
+///
+/// Its size follows from the UKI alone (`[partitions] esp`, "fit" = [`esp::fit_size`] of the
+/// UKI), so adding the small unmeasured files never changes the partition table; they must fit in
+/// the headroom, which a failure names.
+pub fn esp(
+    stages: &StageCache,
+    spec: &Spec,
+    uki: &Uki,
+    extra: &[esp::EspFile],
+) -> Result<EspImage> {
     let uki_len = uki.meta.size;
-    let size = match spec.partitions.esp {
-        PartSize::Fit => esp::fit_size(uki_len),
-        PartSize::Bytes(n) => n,
-    };
+    let size = esp_size(spec, uki_len);
     let epoch = spec.image.source_date_epoch;
     let volume_id = u32::from_le_bytes(uki.sha256[..4].try_into().expect("4 bytes"));
-    let (dir, meta) = stages.get_or_build(
-        "esp",
-        &[&uki.sha256, &size.to_le_bytes(), &epoch.to_le_bytes()],
-        |dir| {
-            let data = std::fs::read(&uki.path)?;
-            let path = dir.join("esp.img");
-            esp::write_esp(
-                &path,
-                &[esp::EspFile {
-                    path: ESP_UKI_PATH,
-                    data: &data,
-                }],
+    let extra_key: Vec<u8> = extra
+        .iter()
+        .flat_map(|f| [f.path.as_bytes(), b"\0", &ids::sha256(f.data)].concat())
+        .collect();
+    let (size_le, epoch_le) = (size.to_le_bytes(), epoch.to_le_bytes());
+    let mut key: Vec<&[u8]> = vec![&uki.sha256, &size_le, &epoch_le];
+    // Without extra files the key (and so the cached stage) is the UKI-only ESP's, as before.
+    if !extra.is_empty() {
+        key.push(&extra_key);
+    }
+    let (dir, meta) = stages.get_or_build("esp", &key, |dir| {
+        let data = std::fs::read(&uki.path)?;
+        let path = dir.join("esp.img");
+        let mut files = vec![esp::EspFile {
+            path: ESP_UKI_PATH,
+            data: &data,
+        }];
+        files.extend_from_slice(extra);
+        let extra_len: u64 = extra.iter().map(|f| f.data.len() as u64).sum();
+        esp::write_esp(&path, &files, size, volume_id, epoch).with_context(|| {
+            format!(
+                "{}: [partitions] esp = {} bytes cannot hold the {}-byte UKI and {} bytes of \
+                 other files (golden measurement); raise it or use \"fit\"",
+                spec.path.display(),
                 size,
-                volume_id,
-                epoch,
+                uki_len,
+                extra_len
             )
-            .with_context(|| {
-                format!(
-                    "{}: [partitions] esp = {} bytes cannot hold the {}-byte UKI",
-                    spec.path.display(),
-                    size,
-                    uki_len
-                )
-            })?;
-            Ok(EspMeta {
-                sha256: hex::encode(ids::sha256_file(&path)?),
-                size,
-                volume_id,
-            })
-        },
-    )?;
+        })?;
+        Ok(EspMeta {
+            sha256: hex::encode(ids::sha256_file(&path)?),
+            size,
+            volume_id,
+        })
+    })?;
     if meta.size < uki_len {
         bail!("ESP smaller than the UKI");
     }
@@ -338,6 +355,15 @@ pub fn esp(stages: &StageCache, spec: &Spec, uki: &Uki) -> Result<EspImage> {
         sha256,
         size: meta.size,
     })
+}
+
+/// The ESP partition's size: `[partitions] esp`, or for "fit" the FAT32 size that holds the UKI
+/// with headroom.
+fn esp_size(spec: &Spec, uki_len: u64) -> u64 {
+    match spec.partitions.esp {
+        PartSize::Fit => esp::fit_size(uki_len),
+        PartSize::Bytes(n) => n,
+    }
 }
 
 /// PCR 11 of a UKI: two events per section the stub knows (name with NUL, then the section as loaded),

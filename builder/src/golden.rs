@@ -7,7 +7,8 @@
 //! rules per profile follow reference/measured-boot.md §1 and §3: the OS-controlled PCRs are the same
 //! formula everywhere; firmware PCRs are the VMM's or the cloud's.
 
-use anyhow::{Context, Result};
+use crate::reference::Pinned;
+use anyhow::{bail, Context, Result};
 use cvm_measure::eventlog::{ExpectedEvent, HashAlg};
 use cvm_measure::predict::{pcr4::KERNEL_DESCRIPTION, pcr_values};
 use std::collections::BTreeMap;
@@ -25,9 +26,11 @@ enum Rule {
     EnforceSecureBootOn,
     /// Not predictable from the image.
     Unknown(&'static str),
+    /// From the recorded reference boot pinned in the lock (src/reference), enforced; `unknown`
+    /// with the reason when none is usable.
+    Reference,
 }
 
-const FW_QEMU: &str = "OVMF firmware volumes and QEMU's memory/CPU/ACPI configuration; no reference boot is recorded yet";
 const IMA: &str = "IMA (kernel, at run time); not used by this image";
 const CLOUD_FW: &str = "the cloud's firmware and VM configuration";
 const CLOUD_KEYS: &str =
@@ -39,7 +42,7 @@ fn rule(profile: &str, pcr: u32) -> Rule {
     use Rule::*;
     match (profile, pcr) {
         (_, 10) => Unknown(IMA),
-        ("qemu", 0 | 1) => Unknown(FW_QEMU),
+        ("qemu", 0 | 1) => Reference,
         ("qemu", _) => Enforce,
         (_, 0 | 1) => Unknown(CLOUD_FW),
         (_, 7) => Unknown(CLOUD_KEYS),
@@ -66,13 +69,47 @@ pub const PROFILES: [(&str, &str); 4] = [
     ("azure", "Azure confidential VM (vTPM, Secure Boot on)"),
 ];
 
-/// The golden measurements of an image whose qemu-profile boot is `events` (in boot order).
+/// PCR banks of `cvm-image run`'s swtpm (builder/src/qemu/swtpm.rs `ACTIVE_PCR_BANKS`: SHA-1, SHA-256,
+/// SHA-384, SHA-512) minus SHA-1.
+///
+/// No profile lists SHA-1, although the TPMs have it and every event is predicted in it
+/// (tests/predict_boot.rs checks the SHA-1 bank too): SHA-1 collisions are practical (chosen-prefix,
+/// 2020), so a SHA-1 PCR value does not pin what was measured, and a golden file should not invite a
+/// verifier to accept one.
+const QEMU_BANKS: [HashAlg; 3] = [HashAlg::SHA256, HashAlg::SHA384, HashAlg::SHA512];
+/// Google Cloud's vTPM has SHA-1, SHA-256 and SHA-384 active: the Spec ID event of every crypto-agile
+/// GCE log in /work/shared/testdata/eventlog (gce-cos101-sev, gce-ubuntu2404-sevsnp,
+/// gce-rhel8-secureboot, gce-ubuntu1804-sev-secureboot) lists those three, and
+/// testdata/tpm-quote/gce-cos85-* holds a quote of each bank.
+const GCP_BANKS: [HashAlg; 2] = [HashAlg::SHA256, HashAlg::SHA384];
+/// NitroTPM: SHA-384 is the bank AWS attests (testdata/tpm-quote/aws-nitrotpm-vaportpm.json: the quote
+/// and the Nitro attestation document's `nitrotpm_pcrs` are SHA-384); SHA-256 is the bank TCG PC
+/// Client TPMs must have, kept from before.
+const AWS_BANKS: [HashAlg; 2] = [HashAlg::SHA256, HashAlg::SHA384];
+/// Azure's vTPM quotes in testdata/azure (azure-{snp,tdx}-tpm-quote-trustee.json, from trustee) are of
+/// the SHA-256 bank; nothing here shows an active SHA-384 bank.
+const AZURE_BANKS: [HashAlg; 1] = [HashAlg::SHA256];
+
+/// The banks a profile's golden values are given in (see the constants for the evidence).
+fn profile_banks(profile: &str) -> &'static [HashAlg] {
+    match profile {
+        "qemu" => &QEMU_BANKS,
+        "gcp" => &GCP_BANKS,
+        "aws" => &AWS_BANKS,
+        _ => &AZURE_BANKS,
+    }
+}
+
+/// The golden measurements of an image whose qemu-profile boot is `events` (in boot order, with
+/// digests in every bank of [`profile_banks`]), with
+/// the qemu profile's PCR 0/1 from `firmware` (the pinned reference boot of the same Secure Boot mode).
 pub fn golden(
     name: &str,
     version: &str,
     uki_sha256: &str,
     secure_boot: bool,
     events: &[ExpectedEvent],
+    firmware: &Pinned,
 ) -> Result<Golden> {
     let mut profiles = BTreeMap::new();
     for (profile, description) in PROFILES {
@@ -80,15 +117,23 @@ pub fn golden(
             ("qemu", true) => QEMU_SECURE_BOOT,
             _ => description,
         };
-        let mut bank = BTreeMap::new();
-        for pcr in PCRS {
-            bank.insert(pcr.to_string(), entry(rule(profile, pcr), pcr, events)?);
+        let mut pcrs = BTreeMap::new();
+        for &bank in profile_banks(profile) {
+            let mut values = BTreeMap::new();
+            for pcr in PCRS {
+                let e = match rule(profile, pcr) {
+                    Rule::Reference => firmware.entry(pcr, bank, &[bank])?,
+                    r => entry(r, pcr, bank, events)?,
+                };
+                values.insert(pcr.to_string(), e);
+            }
+            pcrs.insert(bank.name(), values);
         }
         profiles.insert(
             profile.to_string(),
             Profile {
                 description: description.into(),
-                pcrs: BTreeMap::from([("sha256".to_string(), bank)]),
+                pcrs,
             },
         );
     }
@@ -104,8 +149,11 @@ pub fn golden(
     })
 }
 
-fn entry(rule: Rule, pcr: u32, all: &[ExpectedEvent]) -> Result<PcrEntry> {
+/// The entry of `pcr` in `bank`; its events carry only that bank's digest (each bank's section
+/// replays on its own).
+fn entry(rule: Rule, pcr: u32, bank: HashAlg, all: &[ExpectedEvent]) -> Result<PcrEntry> {
     let (enforce, note, keep_kernel) = match rule {
+        Rule::Reference => bail!("internal error: PCR {pcr} is a reference value, not predicted"),
         Rule::Unknown(why) => {
             return Ok(PcrEntry {
                 value: None,
@@ -126,10 +174,14 @@ fn entry(rule: Rule, pcr: u32, all: &[ExpectedEvent]) -> Result<PcrEntry> {
     let events: Vec<ExpectedEvent> = all
         .iter()
         .filter(|e| e.pcr == pcr && (keep_kernel || e.description != KERNEL_DESCRIPTION))
-        .cloned()
+        .map(|e| {
+            let mut e = e.clone();
+            e.digests.retain(|alg, _| *alg == bank);
+            e
+        })
         .collect();
-    let value = pcr_values(&events, &[pcr], HashAlg::SHA256)
-        .with_context(|| format!("replaying the expected events of PCR {pcr}"))?;
+    let value = pcr_values(&events, &[pcr], bank)
+        .with_context(|| format!("replaying the expected events of PCR {pcr} in {bank}"))?;
     Ok(PcrEntry {
         value: value.get(&pcr).map(hex::encode),
         source: Source::Predicted,

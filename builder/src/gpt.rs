@@ -272,22 +272,7 @@ fn check_unique_guids(disk_guid: Uuid, parts: &[PartitionPlan]) -> Result<()> {
 /// skipped, so the image stays sparse. No partition is ever held in memory.
 pub fn write_disk(out: &Path, layout: &DiskLayout, parts: &[PartitionPlan]) -> Result<()> {
     check_layout_matches(layout, parts)?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(out)
-        .with_context(|| format!("creating disk image {}", out.display()))?;
-    file.set_len(layout.size_bytes).with_context(|| {
-        format!(
-            "sizing disk image {} to {} bytes",
-            out.display(),
-            layout.size_bytes
-        )
-    })?;
-    write_partition_table(&mut file, layout)
-        .with_context(|| format!("writing the GPT of {}", out.display()))?;
+    let file = create_with_table(out, layout)?;
     for (placed, part) in layout.partitions.iter().zip(parts) {
         copy_sparse(
             &part.source,
@@ -306,6 +291,34 @@ pub fn write_disk(out: &Path, layout: &DiskLayout, parts: &[PartitionPlan]) -> R
         })?;
     }
     Ok(())
+}
+
+/// Writes a sparse disk image of `layout` holding the protective MBR and both GPTs but no
+/// partition content: all that the firmware measures of a disk (PCR 5, [`gpt_event_data`]). The
+/// build predicts from it before the ESP's unmeasured files (the golden measurement) exist.
+pub fn write_table(out: &Path, layout: &DiskLayout) -> Result<()> {
+    create_with_table(out, layout).map(drop)
+}
+
+/// Creates `out` at the layout's size (a hole) with its partition table written.
+fn create_with_table(out: &Path, layout: &DiskLayout) -> Result<File> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(out)
+        .with_context(|| format!("creating disk image {}", out.display()))?;
+    file.set_len(layout.size_bytes).with_context(|| {
+        format!(
+            "sizing disk image {} to {} bytes",
+            out.display(),
+            layout.size_bytes
+        )
+    })?;
+    write_partition_table(&mut file, layout)
+        .with_context(|| format!("writing the GPT of {}", out.display()))?;
+    Ok(file)
 }
 
 /// The layout must describe exactly these partitions, in this order.

@@ -39,6 +39,7 @@ pub mod output;
 pub mod pipeline;
 pub mod predict;
 pub mod qemu;
+pub mod reference;
 pub mod rootfs;
 pub mod secureboot;
 pub mod spec;

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use cvm_image::reference::{record, Variant};
 use cvm_image::{fetch, inspect, lockcmd, pipeline, qemu, spec::Spec};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,12 @@ enum Cmd {
         /// certificates, AWS --uefi-data blob). Overrides the spec's [secure_boot] keys.
         #[arg(long, value_name = "DIR")]
         keys: Option<PathBuf>,
+        /// Sign the golden measurement with this private key (PEM, ECDSA P-256 or RSA; `cvm-image
+        /// keys generate` writes golden.key): writes OUT/golden-measurement.json.sig and embeds both
+        /// files in the ESP under \cvm\ for the agent's GET /golden-measurement. Overrides the
+        /// spec's [golden] signing_key.
+        #[arg(long, value_name = "PEM")]
+        golden_key: Option<PathBuf>,
     },
     /// Predict the measurements of the image the spec describes, without writing the disk.
     ///
@@ -86,12 +93,30 @@ enum Cmd {
     ///
     /// Run it after changing a package name or suite in the spec, or when a pinned version vanished from
     /// the mirror. Entries already pinned for other kernel profiles are kept.
+    ///
+    /// With --record-reference it resolves nothing: it builds the default image, boots it like
+    /// `cvm-image run` (and `run --secure-boot`, with throw-away keys), keeps the firmware's PCR 0/1
+    /// events and writes reference/qemu-ovmf.json and reference/qemu-ovmf-secureboot.json beside
+    /// the lock, pinned there by sha256. Builds then mark qemu PCR 0/1 `reference`. Re-record after
+    /// the OVMF pin or the host's QEMU changed. Needs qemu-system-x86_64 and swtpm.
     Lock {
         #[command(flatten)]
         inputs: InputArgs,
         /// Also pin these kernel profiles (repeatable).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "record_reference")]
         kernel: Vec<PathBuf>,
+        /// Record the reference boot(s) of the qemu profile's PCR 0/1 instead of resolving packages.
+        #[arg(long)]
+        record_reference: bool,
+        /// The reference boots to record (repeatable; default: both).
+        #[arg(long = "variant", value_enum, requires = "record_reference")]
+        variants: Vec<cvm_image::reference::Variant>,
+        /// QEMU accelerator of the reference boot.
+        #[arg(long, value_enum, default_value_t = qemu::Accel::Tcg, requires = "record_reference")]
+        accel: qemu::Accel,
+        /// Seconds to wait for each reference boot's agent.
+        #[arg(long, default_value_t = 400, requires = "record_reference")]
+        timeout: u64,
     },
     /// Download, verify and extract the pinned inputs without building.
     Fetch {
@@ -159,12 +184,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             kernel,
             targets,
             keys,
+            golden_key,
         } => {
             let spec = Spec::load(&inputs.spec, kernel.as_deref())?;
             let mut opts = pipeline::Options::new(&spec, out, inputs.lock, inputs.cache);
             opts.targets = targets;
             if keys.is_some() {
                 opts.keys = keys;
+            }
+            if golden_key.is_some() {
+                opts.golden_key = golden_key;
             }
             let result = pipeline::build(&spec, &opts)?;
             result.print_summary();
@@ -181,7 +210,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("wrote {}", path.display());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Lock { inputs, kernel } => {
+        Cmd::Lock {
+            inputs,
+            kernel: _,
+            record_reference: true,
+            variants,
+            accel,
+            timeout,
+        } => {
+            let variants = if variants.is_empty() {
+                Variant::ALL.to_vec()
+            } else {
+                variants
+            };
+            record::record(&record::RecordOptions {
+                spec: inputs.spec,
+                lock: inputs.lock,
+                cache: inputs.cache,
+                variants,
+                accel,
+                timeout,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lock { inputs, kernel, .. } => {
             let spec = Spec::load(&inputs.spec, None)?;
             lockcmd::lock(&spec, &kernel, inputs.lock, inputs.cache)?;
             Ok(ExitCode::SUCCESS)

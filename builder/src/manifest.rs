@@ -276,20 +276,24 @@ fn pcr23(spec: &Spec, img: &VerityImage) -> Result<Option<PcrPrediction>> {
     let manifest_path = w.dir.join(rootfs::WORKLOAD_MANIFEST);
     let manifest = std::fs::read(&manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    // The manifest records the SHA-256 bank (golden-measurement.json has every bank).
+    let bank = cvm_measure::eventlog::HashAlg::SHA256;
     let events = cvm_measure::workload::workload_events(
         &img.info.root_hash,
         rootfs::WORKLOAD_MANIFEST,
         &manifest,
+        &[bank],
     );
-    let value = cvm_measure::workload::replay(&events)
-        .get(&cvm_measure::workload::WORKLOAD_PCR)
-        .copied()
-        .context("workload events extend no PCR 23")?;
+    let value: [u8; 32] = cvm_measure::workload::replay(&events, bank)
+        .map_err(anyhow::Error::msg)?
+        .remove(&cvm_measure::workload::WORKLOAD_PCR)
+        .and_then(|v| v.try_into().ok())
+        .context("workload events extend no SHA-256 PCR 23")?;
     let infos = events
         .iter()
         .map(|e| EventInfo {
             description: e.description.clone(),
-            digest: hex::encode(e.digest_sha256),
+            digest: e.digest(bank).map(hex::encode).unwrap_or_default(),
         })
         .collect();
     Ok(Some(prediction(infos, value)))

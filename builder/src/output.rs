@@ -14,6 +14,7 @@ pub const FINAL_OUTPUTS: &[&str] = &[
     "uki.efi",
     "manifest.json",
     "golden-measurement.json",
+    "golden-measurement.json.sig",
     "disk.qcow2",
     "gcp-disk.tar.gz",
     "aws-disk.vmdk",

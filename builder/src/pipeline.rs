@@ -3,6 +3,13 @@
 //!
 //! Each step is a function of its inputs only. The expensive ones go through the stage cache; the disk
 //! itself is always re-assembled (cheap: it is a sparse copy of the partition images).
+//!
+//! The golden measurement is embedded in the image it predicts, on the ESP, without a cycle: the
+//! firmware measures the UKI (PCR 4, Authenticode) and the partition table (PCR 5), never the
+//! ESP's files. So the layout is planned with the UKI-only ESP (its size and partition UUID follow
+//! from the UKI alone), the boot is predicted from the partition table, and only then is the ESP
+//! rebuilt with `cvm/golden-measurement.json` (+ `.sig`) and the disk written — the build checks
+//! that the measured table bytes did not change.
 
 use crate::fetch;
 use crate::formats::{self, Target};
@@ -12,9 +19,13 @@ use crate::manifest::{self, Manifest};
 use crate::output::OutputDir;
 use crate::spec::{PartSize, Spec};
 use crate::stages::StageCache;
-use crate::{boot, golden, ids, predict, rootfs, secureboot, verity_image};
-use anyhow::{bail, Context, Result};
+use crate::{boot, esp, golden, ids, predict, rootfs, secureboot, verity_image};
+use anyhow::{bail, ensure, Context, Result};
+use cvm_verify::golden_sign;
 use std::path::PathBuf;
+
+/// The detached signature beside `golden-measurement.json` (`golden_sign`'s default name).
+pub const GOLDEN_SIG_FILE: &str = "golden-measurement.json.sig";
 
 /// Where things go and come from.
 pub struct Options {
@@ -26,6 +37,9 @@ pub struct Options {
     /// Secure Boot key directory (`build --keys`, else the spec's `[secure_boot] keys`): sign the
     /// UKI with db and write the enrolled OVMF_VARS.fd and secure-boot/. None: unsigned, SB off.
     pub keys: Option<PathBuf>,
+    /// Golden-measurement signing key (`build --golden-key`, else the spec's `[golden]
+    /// signing_key`): write `golden-measurement.json.sig` and embed it beside the golden file.
+    pub golden_key: Option<PathBuf>,
 }
 
 impl Options {
@@ -36,6 +50,7 @@ impl Options {
             cache: cache.unwrap_or_else(crate::inputs::cache::Cache::default_location),
             targets: vec![],
             keys: spec.secure_boot.as_ref().map(|sb| sb.keys.clone()),
+            golden_key: spec.golden.as_ref().map(|g| g.signing_key.clone()),
         }
     }
 }
@@ -85,6 +100,7 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
     let out = OutputDir::prepare(&opts.out)?;
     let stages = StageCache::new(opts.cache.clone());
     let keys = load_keys(opts)?;
+    let golden_key = load_golden_key(opts)?;
 
     let inputs = fetch::fetch(spec, &opts.lock, &opts.cache)?;
     let guest = build_guest(spec)?;
@@ -109,23 +125,78 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
         Some(k) => secureboot::sign_uki(&stages, &uki, k)?,
         None => uki,
     };
-    let esp_img = boot::esp(&stages, spec, &uki)?;
+    // The UKI-only ESP fixes the ESP's size and partition UUID (see the module docs).
+    let esp_plain = boot::esp(&stages, spec, &uki, &[])?;
 
-    let parts = partitions(spec, &esp_img, &root, workload.as_ref())?;
+    let mut parts = partitions(spec, &esp_plain, &root, workload.as_ref())?;
     let disk_guid = ids::uuid("disk-guid", &[&uki.sha256, &root.info.root_hash]);
     let layout = gpt::plan(disk_guid, &parts, formats::size_multiple(&opts.targets), 0)?;
-    let disk_tmp = out.temp("disk.raw");
-    eprintln!("cvm-image: writing disk ({} MiB)", layout.size_bytes >> 20);
-    gpt::write_disk(&disk_tmp, &layout, &parts)?;
-    let artifacts = write_artifacts(spec, opts, &disk_tmp)?;
-    let uki_tmp = out.temp("uki.efi");
-    std::fs::copy(&uki.path, &uki_tmp)
-        .with_context(|| format!("cannot write {}", uki_tmp.display()))?;
 
     let secure_boot = keys
         .as_ref()
         .map(|k| secureboot::write_outputs(&out, &inputs.ovmf_vars, k))
         .transpose()?;
+    let enrolled = match (&keys, &secure_boot) {
+        (Some(k), Some(sb)) => {
+            let vars = sb
+                .files
+                .iter()
+                .find(|(name, _)| name == "OVMF_VARS.fd")
+                .map(|(_, path)| path.clone())
+                .context("the Secure Boot outputs have no OVMF_VARS.fd")?;
+            Some((vars, k.db.cert_der()?))
+        }
+        _ => None,
+    };
+
+    // Predict from the partition table alone (all PCR 5 sees of the disk), then embed.
+    let disk_tmp = out.temp("disk.raw");
+    gpt::write_table(&disk_tmp, &layout)?;
+    let measured_table = gpt::gpt_event_data(&disk_tmp)?;
+    let golden_json = predict_golden(
+        spec,
+        &opts.lock,
+        &inputs,
+        &uki,
+        workload.as_ref(),
+        &disk_tmp,
+        enrolled.as_ref(),
+    )?;
+    let golden_sig = golden_key
+        .as_ref()
+        .map(|key| sign_golden(key, &golden_json))
+        .transpose()?;
+    let esp_img = boot::esp(
+        &stages,
+        spec,
+        &uki,
+        &golden_esp_files(&golden_json, golden_sig.as_deref()),
+    )?;
+    ensure!(
+        esp_img.size == esp_plain.size,
+        "the ESP with the golden measurement is {} bytes, the planned one {} bytes",
+        esp_img.size,
+        esp_plain.size
+    );
+    parts
+        .iter_mut()
+        .find(|p| p.type_guid == gpt::ESP_TYPE)
+        .context("the partition plan has no ESP")?
+        .source = esp_img.path.clone();
+
+    eprintln!("cvm-image: writing disk ({} MiB)", layout.size_bytes >> 20);
+    gpt::write_disk(&disk_tmp, &layout, &parts)?;
+    ensure!(
+        gpt::gpt_event_data(&disk_tmp)? == measured_table,
+        "internal error: embedding the golden measurement changed the measured partition table \
+         of {}",
+        disk_tmp.display()
+    );
+    let artifacts = write_artifacts(spec, opts, &disk_tmp)?;
+    let uki_tmp = out.temp("uki.efi");
+    std::fs::copy(&uki.path, &uki_tmp)
+        .with_context(|| format!("cannot write {}", uki_tmp.display()))?;
+
     let mut listed = artifacts.clone();
     if let Some(sb) = &secure_boot {
         listed.extend(sb.files.iter().cloned());
@@ -146,32 +217,21 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
         secure_boot: secure_boot.as_ref().map(|sb| &sb.info),
     })?;
     let golden_tmp = out.temp(golden::FILE);
-    let enrolled = match (&keys, &secure_boot) {
-        (Some(k), Some(sb)) => {
-            let vars = sb
-                .files
-                .iter()
-                .find(|(name, _)| name == "OVMF_VARS.fd")
-                .map(|(_, path)| path.clone())
-                .context("the Secure Boot outputs have no OVMF_VARS.fd")?;
-            Some((vars, k.db.cert_der()?))
-        }
-        _ => None,
-    };
-    write_golden(
-        spec,
-        &inputs,
-        &manifest,
-        &uki,
-        &disk_tmp,
-        enrolled.as_ref(),
-        &golden_tmp,
-    )?;
+    std::fs::write(&golden_tmp, &golden_json)
+        .with_context(|| format!("cannot write {}", golden_tmp.display()))?;
+    if let Some(sig) = &golden_sig {
+        let sig_tmp = out.temp(GOLDEN_SIG_FILE);
+        std::fs::write(&sig_tmp, sig)
+            .with_context(|| format!("cannot write {}", sig_tmp.display()))?;
+    }
     let manifest_tmp = out.temp("manifest.json");
     std::fs::write(&manifest_tmp, manifest.to_json()?)
         .with_context(|| format!("cannot write {}", manifest_tmp.display()))?;
 
     let mut names = vec!["disk.raw", "uki.efi", "manifest.json", golden::FILE];
+    if golden_sig.is_some() {
+        names.push(GOLDEN_SIG_FILE);
+    }
     names.extend(artifacts.iter().map(|(name, _)| name.as_str()));
     if let Some(sb) = &secure_boot {
         names.extend(sb.commit.iter().copied());
@@ -198,6 +258,46 @@ fn load_keys(opts: &Options) -> Result<Option<secureboot::keys::SecureBootKeys>>
     })
 }
 
+/// The golden-measurement signing key, loaded before any expensive stage so a bad key fails fast.
+fn load_golden_key(opts: &Options) -> Result<Option<golden_sign::SigningKey>> {
+    let Some(path) = &opts.golden_key else {
+        return Ok(None);
+    };
+    golden_sign::load_signing_key(path)
+        .map(Some)
+        .with_context(|| {
+            format!(
+            "cannot load the golden-measurement signing key {} (`cvm-image keys generate` writes \
+             golden.key)",
+            path.display()
+        )
+        })
+}
+
+/// The detached signature file (`golden_sign`'s JSON) over the exact golden bytes.
+/// Deterministic: ECDSA is RFC 6979, RSA is PKCS#1 v1.5.
+fn sign_golden(key: &golden_sign::SigningKey, golden_json: &[u8]) -> Result<Vec<u8>> {
+    let sig = key
+        .sign(golden_json)
+        .context("signing the golden measurement")?;
+    Ok(golden_sign::render(&sig)?.into_bytes())
+}
+
+/// The ESP files that carry the golden measurement (and its signature).
+fn golden_esp_files<'a>(golden_json: &'a [u8], sig: Option<&'a [u8]>) -> Vec<esp::EspFile<'a>> {
+    let mut files = vec![esp::EspFile {
+        path: boot::ESP_GOLDEN_PATH,
+        data: golden_json,
+    }];
+    if let Some(sig) = sig {
+        files.push(esp::EspFile {
+            path: boot::ESP_GOLDEN_SIG_PATH,
+            data: sig,
+        });
+    }
+    files
+}
+
 /// `cvm-image measure`: the prediction alone. Runs the (cached) build in a scratch directory — the GPT
 /// event needs the disk's partition table — and keeps only `golden-measurement.json` in `opts.out`.
 pub fn measure(spec: &Spec, opts: &Options) -> Result<PathBuf> {
@@ -209,11 +309,21 @@ pub fn measure(spec: &Spec, opts: &Options) -> Result<PathBuf> {
         cache: opts.cache.clone(),
         targets: vec![],
         keys: opts.keys.clone(),
+        golden_key: opts.golden_key.clone(),
     };
     let result = build(spec, &inner).and_then(|_| {
         let dest = opts.out.join(golden::FILE);
         std::fs::rename(scratch.join(golden::FILE), &dest)
             .with_context(|| format!("cannot write {}", dest.display()))?;
+        let sig = opts.out.join(GOLDEN_SIG_FILE);
+        match std::fs::rename(scratch.join(GOLDEN_SIG_FILE), &sig) {
+            Ok(()) => {}
+            // Unsigned: no signature may stay beside the new file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = std::fs::remove_file(&sig);
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot write {}", sig.display())),
+        }
         Ok(dest)
     });
     let _ = std::fs::remove_dir_all(&scratch);
@@ -243,19 +353,23 @@ fn write_artifacts(
     )
 }
 
-/// Predict the boot of the built image and write the golden measurements. With Secure Boot
-/// (`enrolled` = the enrolled VARS store and the db certificate that signed the UKI), PCR 7 comes from
-/// that store and systemd-stub 252 loads the kernel without a PCR 4 event.
-fn write_golden(
+/// Predict the boot of the image and return the golden measurements (pretty JSON, newline-ended).
+/// `disk` needs only its partition table. With Secure Boot (`enrolled` = the enrolled VARS store
+/// and the db certificate that signed the UKI), PCR 7 comes from that store and systemd-stub 252
+/// loads the kernel without a PCR 4 event.
+fn predict_golden(
     spec: &Spec,
+    lock: &std::path::Path,
     inputs: &fetch::Fetched,
-    manifest: &crate::manifest::Manifest,
     uki: &boot::Uki,
+    workload: Option<&verity_image::VerityImage>,
     disk: &std::path::Path,
     enrolled: Option<&(PathBuf, Vec<u8>)>,
-    dest: &std::path::Path,
-) -> Result<()> {
-    let workload = predict::workload_events(manifest, spec)?;
+) -> Result<Vec<u8>> {
+    let workload = match workload {
+        Some(w) => predict::workload_events_for_hash(&w.info.root_hash, spec)?,
+        None => Vec::new(),
+    };
     let mut events = predict::expected_events(
         &uki.path,
         disk,
@@ -276,16 +390,19 @@ fn write_golden(
         });
         events.splice(at.min(events.len())..at.min(events.len()), pcr7);
     }
+    // qemu PCR 0/1: the recorded reference boot pinned in the lock (src/reference).
+    let firmware = crate::reference::for_build(lock, spec, inputs, enrolled.is_some())?;
     let g = golden::golden(
         &spec.image.name,
         &spec.image.version,
         &uki.meta.sha256,
         enrolled.is_some(),
         &events,
+        &firmware,
     )?;
     let mut json = serde_json::to_vec_pretty(&g)?;
     json.push(b'\n');
-    std::fs::write(dest, json).with_context(|| format!("cannot write {}", dest.display()))
+    Ok(json)
 }
 
 fn build_guest(spec: &Spec) -> Result<GuestBinaries> {

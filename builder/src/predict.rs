@@ -24,9 +24,10 @@ use crate::spec::Spec;
 
 /// Where OVMF finds the UKI: the removable-media path of the ESP.
 pub const UKI_ESP_PATH: &str = r"\EFI\BOOT\BOOTX64.EFI";
-/// Banks predicted completely today (PCR 4's Authenticode is SHA-256 only, see
-/// [`cvm_measure::predict`]).
-pub const BANKS: [HashAlg; 1] = [HashAlg::SHA256];
+/// Banks every event is predicted in: all four a TPM may have active (swtpm as `cvm-image run`
+/// provisions it has all four; GCE's vTPM SHA-1/256/384). Which of them a golden profile lists is
+/// [`crate::golden`]'s choice.
+pub const BANKS: [HashAlg; 4] = cvm_measure::workload::HASHABLE_BANKS;
 
 /// Expected events, in boot order, of a boot of `disk` whose ESP holds `uki` at
 /// [`UKI_ESP_PATH`], started from the VARS file `ovmf_vars`, with the init measuring `workload`.
@@ -85,7 +86,7 @@ pub fn expected_events_for_output(
 /// The init's PCR 23 events for the image: the workload verity root hash recorded in the manifest
 /// and the spec's `workload.toml` (the file the partition carries). Empty without a workload.
 pub fn workload_events(manifest: &Manifest, spec: &Spec) -> Result<Vec<RuntimeEvent>> {
-    let (Some(entry), Some(w)) = (&manifest.verity.workload, &spec.workload) else {
+    let Some(entry) = &manifest.verity.workload else {
         return Ok(Vec::new());
     };
     let root_hash: [u8; 32] = hex::decode(&entry.root_hash)
@@ -97,11 +98,21 @@ pub fn workload_events(manifest: &Manifest, spec: &Spec) -> Result<Vec<RuntimeEv
                 entry.root_hash
             )
         })?;
+    workload_events_for_hash(&root_hash, spec)
+}
+
+/// The init's PCR 23 events for a workload partition whose verity root hash is `root_hash` and
+/// the spec's `workload.toml`. Empty when the spec has no workload.
+pub fn workload_events_for_hash(root_hash: &[u8; 32], spec: &Spec) -> Result<Vec<RuntimeEvent>> {
+    let Some(w) = &spec.workload else {
+        return Ok(Vec::new());
+    };
     let path = w.dir.join(WORKLOAD_MANIFEST);
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(workload::workload_events(
-        &root_hash,
+        root_hash,
         WORKLOAD_MANIFEST,
         &bytes,
+        &BANKS,
     ))
 }

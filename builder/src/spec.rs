@@ -30,6 +30,16 @@ pub struct Spec {
     pub targets: std::collections::BTreeMap<String, TargetSection>,
     /// `[secure_boot]`: sign the UKI and enroll the owner's keys (`build --keys` overrides it).
     pub secure_boot: Option<SecureBootSection>,
+    /// `[golden]`: sign the golden measurement (`build --golden-key` overrides it).
+    pub golden: Option<GoldenSection>,
+}
+
+/// `[golden] signing_key = "keys/golden.key"`: the private key (PEM, `cvm-image keys generate`'s
+/// golden.key) that signs `golden-measurement.json`, resolved against the spec's directory. The
+/// signature is written beside the file and embedded with it in the ESP.
+#[derive(Debug, Clone)]
+pub struct GoldenSection {
+    pub signing_key: PathBuf,
 }
 
 /// `[secure_boot] keys = "keys"`: the directory of `cvm-image keys generate`, resolved against the
@@ -172,6 +182,13 @@ struct RawSpec {
     #[serde(default)]
     targets: std::collections::BTreeMap<String, TargetSection>,
     secure_boot: Option<RawSecureBoot>,
+    golden: Option<RawGolden>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGolden {
+    signing_key: String,
 }
 
 #[derive(Deserialize)]
@@ -284,6 +301,9 @@ impl Spec {
             secure_boot: raw.secure_boot.map(|sb| SecureBootSection {
                 keys: resolve(&sb.keys),
             }),
+            golden: raw.golden.map(|g| GoldenSection {
+                signing_key: resolve(&g.signing_key),
+            }),
             path,
             dir,
         };
@@ -331,6 +351,9 @@ impl Spec {
         }
         if let Some(w) = &self.workload {
             wanted.push(("[workload] dir", &w.dir, true));
+        }
+        if let Some(g) = &self.golden {
+            wanted.push(("[golden] signing_key", &g.signing_key, false));
         }
         for (key, p, is_dir) in wanted {
             let ok = if is_dir { p.is_dir() } else { p.is_file() };
@@ -521,5 +544,47 @@ mod tests {
         );
         let err = format!("{:#}", Spec::load(&typo, None).unwrap_err());
         assert!(err.contains("unknown field `key`"), "{err}");
+    }
+
+    /// `[golden] signing_key` is optional, resolved against the spec, must exist, and is strict.
+    #[test]
+    fn golden_section_names_an_existing_key() {
+        let d = scratch("golden");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .canonicalize()
+            .unwrap();
+        let text = std::fs::read_to_string(root.join("image.toml"))
+            .unwrap()
+            .replace("\"kernel/", &format!("\"{}/kernel/", root.display()))
+            .replace("\"esp/", &format!("\"{}/esp/", root.display()))
+            .replace(
+                "overlay = \"rootfs\"",
+                &format!("overlay = \"{}/rootfs\"", root.display()),
+            )
+            .replace(
+                "dir = \"workload\"",
+                &format!("dir = \"{}/workload\"", root.display()),
+            );
+        let plain = write(&d, "plain.toml", &text);
+        assert!(Spec::load(&plain, None).unwrap().golden.is_none());
+        let with = format!("{text}\n[golden]\nsigning_key = \"keys/golden.key\"\n");
+        let spec_path = write(&d, "image.toml", &with);
+        let err = format!("{:#}", Spec::load(&spec_path, None).unwrap_err());
+        assert!(err.contains("[golden] signing_key"), "{err}");
+        assert!(
+            err.contains(&d.join("keys/golden.key").display().to_string()),
+            "{err}"
+        );
+        write(&d, "keys/golden.key", "not checked here");
+        let spec = Spec::load(&spec_path, None).unwrap();
+        assert_eq!(spec.golden.unwrap().signing_key, d.join("keys/golden.key"));
+        let typo = write(
+            &d,
+            "typo.toml",
+            &format!("{text}\n[golden]\nsigning-key = \"k\"\n"),
+        );
+        let err = format!("{:#}", Spec::load(&typo, None).unwrap_err());
+        assert!(err.contains("unknown field `signing-key`"), "{err}");
     }
 }

@@ -8,6 +8,10 @@
 //! `golden-measurement.json`, returning a [`check::Verdict`], printed as a per-PCR table with the
 //! first differing event of each failed PCR ([`report`]) or as JSON (`--json`).
 //!
+//! With `--golden-from-agent` the golden file is the copy the build embedded in the image's ESP, as
+//! the agent serves it (`GET /golden-measurement`, [`agent_golden`]); the ESP is not measured, so it
+//! is used only when signed by `--golden-pubkey`.
+//!
 //! Exit status: 0 when everything enforced holds, 1 when verification failed, 2 on usage or input
 //! errors (unreadable files, malformed logs or collaterals, unreachable agent, unknown profile).
 
@@ -17,9 +21,11 @@ pub use cvm_verify::{check, collaterals, ekcert, evidence, report};
 use anyhow::{bail, Context, Result};
 use check::verify;
 use collaterals::EkTrust;
+use cvm_verify::attest::tdx::TdxCollateral;
 use cvm_verify::golden::read_golden;
-use cvm_verify::golden_sign;
-use evidence::{Evidence, Origin};
+use cvm_verify::tee::TeeTrust;
+use cvm_verify::{agent_golden, golden_sign};
+use evidence::Evidence;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -56,6 +62,21 @@ pub struct VerifyArgs {
     /// Do not check the EK certificate: the quote may then come from any TPM, even a software one.
     #[arg(long, requires = "agent")]
     pub insecure_no_ek: bool,
+    /// SEV-SNP: the VCEK/VLEK certificate (DER or PEM, from AMD KDS) when the VM's host provides no
+    /// certificate table with its reports.
+    #[arg(long, requires = "agent")]
+    pub snp_vcek: Option<PathBuf>,
+    /// SEV-SNP: AMD's cert_chain PEM (ASK/ASVK then ARK, from AMD KDS) when the host provides none.
+    /// The ARK must be AMD's (pinned in cvm-image).
+    #[arg(long, requires = "agent")]
+    pub amd_chain: Option<PathBuf>,
+    /// TDX: Intel's DCAP collateral for the quote (dcap-qvl's JSON shape: TCB info, QE identity,
+    /// CRLs and their issuer chains, from Intel PCS or your PCCS).
+    #[arg(long, requires = "agent")]
+    pub tdx_collateral: Option<PathBuf>,
+    /// Fail unless the VM presents a verified SEV-SNP or TDX report (a confidential VM).
+    #[arg(long, requires = "agent")]
+    pub require_tee: bool,
     /// Seconds to wait for each agent request.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -69,31 +90,41 @@ pub struct VerifyArgs {
     /// The golden file's detached signature [default: GOLDEN.sig].
     #[arg(long, requires = "golden_pubkey")]
     pub golden_signature: Option<PathBuf>,
+    /// Take the golden measurement from the agent (GET /golden-measurement: the copy the build
+    /// embedded in the image's ESP) instead of --golden. The ESP is not measured, so the copy is
+    /// trusted only through its signature: needs --golden-pubkey, and an unsigned or wrongly
+    /// signed copy is refused (exit 1).
+    #[arg(
+        long,
+        requires_all = ["agent", "golden_pubkey"],
+        conflicts_with_all = ["golden", "golden_signature"]
+    )]
+    pub golden_from_agent: bool,
 }
 
 impl VerifyArgs {
     /// Run the verification; `Ok(1)` when it failed, `Err` on input errors.
     pub fn run(&self) -> Result<ExitCode> {
         // The signature gate comes first: an untrusted golden file must not even be parsed, and a
-        // refusal needs no evidence (nor a reachable agent).
-        let bytes = read_golden(&self.golden)?;
-        if let Some(pubkey) = &self.golden_pubkey {
-            if let Err(refusal) = self.check_golden_signature(&bytes, pubkey)? {
+        // refusal needs no evidence (nor a reachable agent, for a file).
+        let (bytes, origin) = match self.trusted_golden()? {
+            Ok(found) => found,
+            Err(refusal) => {
                 eprintln!("cvm-image: verify: REFUSED: {refusal}");
                 return Ok(ExitCode::from(EXIT_FAILED));
             }
-        }
-        let golden = parse_golden(&bytes, &self.golden)?;
+        };
+        let golden = parse_golden(&bytes, &origin)?;
         let evidence = self.evidence()?;
         let verdict = verify(&golden, &self.profile, &evidence)
-            .with_context(|| format!("verifying against {}", self.golden.display()))?;
+            .with_context(|| format!("verifying against {}", origin.display()))?;
         if self.json {
             let json = serde_json::to_string_pretty(&verdict).context("serialising the verdict")?;
             println!("{json}");
         } else {
             print!(
                 "{}",
-                report::render_text(&verdict, &self.golden.display().to_string())
+                report::render_text(&verdict, &origin.display().to_string())
             );
         }
         Ok(if verdict.ok {
@@ -101,6 +132,46 @@ impl VerifyArgs {
         } else {
             ExitCode::from(EXIT_FAILED)
         })
+    }
+
+    /// The golden file's bytes and where they came from (a path, or the agent's URL), once its
+    /// signature is checked when a key is given; the refusal otherwise.
+    fn trusted_golden(&self) -> Result<Result<(Vec<u8>, PathBuf), golden_sign::Refusal>> {
+        if self.golden_from_agent {
+            let (Some(url), Some(pubkey)) = (&self.agent, &self.golden_pubkey) else {
+                bail!("--golden-from-agent needs --agent URL and --golden-pubkey PEM");
+            };
+            return self.golden_from_agent(url, pubkey);
+        }
+        let bytes = read_golden(&self.golden)?;
+        if let Some(pubkey) = &self.golden_pubkey {
+            if let Err(refusal) = self.check_golden_signature(&bytes, pubkey)? {
+                return Ok(Err(refusal));
+            }
+        }
+        Ok(Ok((bytes, self.golden.clone())))
+    }
+
+    /// `GET /golden-measurement` of the agent, accepted only when signed with the key at `pubkey`.
+    fn golden_from_agent(
+        &self,
+        url: &str,
+        pubkey: &Path,
+    ) -> Result<Result<(Vec<u8>, PathBuf), golden_sign::Refusal>> {
+        let key = golden_sign::load_public_key(pubkey)?;
+        let base = url.trim_end_matches('/');
+        let served = agent_golden::fetch_served(base, Duration::from_secs(self.timeout))?;
+        let origin = PathBuf::from(format!("{base}{}", agent_golden::PATH_GOLDEN));
+        Ok(agent_golden::check_served(&served, &key).map(|bytes| {
+            eprintln!(
+                "cvm-image: verify: {} ({}): good signature ({}, key {})",
+                origin.display(),
+                served.source,
+                key.algorithm(),
+                key.key_id().unwrap_or_default()
+            );
+            (bytes, origin)
+        }))
     }
 
     /// Check the detached signature of the golden file's `bytes` with the key at `pubkey`.
@@ -154,23 +225,45 @@ impl VerifyArgs {
                  OUT/ek-ca.pem), or --insecure-no-ek to skip the EK certificate check"
             ),
         };
-        let base = url.trim_end_matches('/');
-        let timeout = Duration::from_secs(self.timeout);
-        let nonce = collaterals::fresh_nonce();
-        let c = collaterals::fetch_collaterals(base, &nonce, timeout)?;
-        let activate = |m: &cvm_verify::attest::credential::MadeCredential| {
-            collaterals::activate_credential(base, m, timeout)
-        };
-        collaterals::check_collaterals(
-            &c,
-            &nonce,
+        collaterals::attest_agent(
+            url,
             &trust,
-            &activate,
+            &self.tee_trust()?,
+            Duration::from_secs(self.timeout),
             unix_now()?,
-            Origin::Agent {
-                url: base.to_string(),
-            },
         )
+    }
+}
+
+impl VerifyArgs {
+    /// The TEE trust anchors and policy from the command line.
+    fn tee_trust(&self) -> Result<TeeTrust> {
+        let read = |p: &Option<PathBuf>, what: &str| -> Result<Option<Vec<u8>>> {
+            p.as_ref()
+                .map(|p| {
+                    std::fs::read(p)
+                        .with_context(|| format!("cannot read the {what} {}", p.display()))
+                })
+                .transpose()
+        };
+        let tdx_collateral = match read(&self.tdx_collateral, "TDX collateral")? {
+            Some(bytes) => Some(TdxCollateral::from_dcap_qvl_json(&bytes).with_context(|| {
+                format!(
+                    "{}: not DCAP collateral in dcap-qvl's JSON shape",
+                    self.tdx_collateral
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )
+            })?),
+            None => None,
+        };
+        Ok(TeeTrust {
+            snp_vcek: read(&self.snp_vcek, "VCEK certificate")?,
+            amd_chain: read(&self.amd_chain, "AMD certificate chain")?,
+            tdx_collateral,
+            require: self.require_tee,
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 //! | Request                  | Response                                                          |
 //! |--------------------------|-------------------------------------------------------------------|
 //! | `GET /health`            | `{"status":"ok"}`                                                 |
-//! | `GET /pcrs`              | `{"sha256":{"0":"<hex>",…,"23":"<hex>"}}` read from the TPM now   |
+//! | `GET /pcrs`              | `{"sha1":{…},"sha256":{"0":"<hex>",…,"23":"<hex>"},…}`: every active bank, read from the TPM now |
 //! | `GET /eventlog`          | the firmware's TCG event log (binary), `application/octet-stream` |
 //! | `GET /eventlog/runtime`  | the init's PCR 23 log (JSON lines), `application/x-ndjson`        |
 //! | `GET /workload`          | `{"name":…,"services":[{name,state,pid,restarts,restart,last_exit}]}` |
@@ -34,7 +34,7 @@ use serde_json::json;
 
 use crate::evidence::Evidence;
 use crate::supervisor::{Supervisor, WorkloadStatus};
-use crate::tpm::{read_sha256_pcrs, PcrValues, TpmSource};
+use crate::tpm::{read_all_pcrs, BankValues, TpmSource};
 
 /// Media type of the runtime log (one JSON object per line).
 const NDJSON: &str = "application/x-ndjson";
@@ -122,7 +122,9 @@ pub fn local_router(state: AppState) -> Router {
 /// Routes served only on loopback: they use this boot's keys for whoever calls, which must be
 /// the workload inside the VM. Add a local-only endpoint here with one `.route(…)`.
 fn local_only_routes() -> Router<AppState> {
-    Router::new().route("/sign-message", crate::signing::sign_message_route())
+    Router::new()
+        .route("/sign-message", crate::signing::sign_message_route())
+        .route("/verify", crate::peer::verify_route())
 }
 
 fn public_routes() -> Router<AppState> {
@@ -132,6 +134,7 @@ fn public_routes() -> Router<AppState> {
         .route("/eventlog", get(eventlog))
         .route("/eventlog/runtime", get(runtime_eventlog))
         .route("/workload", get(workload))
+        .merge(crate::golden::routes())
         .merge(crate::evidence::routes())
 }
 
@@ -147,16 +150,11 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /pcrs` body. A typed struct, not `json!`: a `serde_json::Value` map would re-sort the PCR
-/// keys as strings.
-#[derive(serde::Serialize)]
-struct PcrsResponse {
-    sha256: PcrValues,
-}
-
-async fn pcrs(State(state): State<AppState>) -> ApiResult<Json<PcrsResponse>> {
+/// `GET /pcrs`: bank name → PCR values. Typed ([`BankValues`]), not `json!`: a `serde_json::Value`
+/// map would re-sort the PCR keys as strings.
+async fn pcrs(State(state): State<AppState>) -> ApiResult<Json<BankValues>> {
     let source = state.config.tpm.clone();
-    let values = tokio::task::spawn_blocking(move || read_sha256_pcrs(&source))
+    let values = tokio::task::spawn_blocking(move || read_all_pcrs(&source))
         .await
         .map_err(|e| {
             ApiError::new(
@@ -165,7 +163,7 @@ async fn pcrs(State(state): State<AppState>) -> ApiResult<Json<PcrsResponse>> {
             )
         })?
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;
-    Ok(Json(PcrsResponse { sha256: values }))
+    Ok(Json(values))
 }
 
 async fn eventlog(State(state): State<AppState>) -> ApiResult<Response> {

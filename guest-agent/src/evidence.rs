@@ -30,10 +30,10 @@ use axum::{Json, Router};
 use base64::Engine;
 use cvm_tpm::{EkType, HashAlg, KeyObject, Tpm};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest, Sha256};
 
 use crate::api::{ApiError, AppState};
-use crate::tee::{TeeSource, TeeType, REPORT_DATA_LEN};
+use crate::tee::{TeeSource, TeeType};
 use crate::tpm::{PcrValues, TpmSource};
 
 /// PCRs a quote covers: firmware and boot (0–15) and the workload (23).
@@ -45,8 +45,6 @@ pub const MAX_NONCE_LEN: usize = 64;
 /// Largest request body `/activate-credential` reads: a credential blob and an encrypted secret are
 /// a few hundred bytes each, base64 in JSON.
 pub const MAX_ACTIVATE_BODY: usize = 16 * 1024;
-/// Domain separation of the TEE report data.
-pub const REPORT_DATA_DOMAIN: &[u8] = b"cvm-image collaterals v1\0";
 /// How often the PCRs are read again when one changed while quoting.
 const PCR_RACE_RETRIES: usize = 3;
 /// Persistent handles where provisioning tools (swtpm_setup, cloud vTPMs) keep the EK (TCG EK
@@ -175,16 +173,10 @@ pub fn parse_nonce(query: Option<&str>) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// The TEE report data: SHA-512(REPORT_DATA_DOMAIN ‖ u16 len ‖ nonce ‖ AK Name). Binds the verifier's
-/// nonce (freshness) and the AK (the quote's signer) into the hardware-signed report.
-pub fn tee_report_data(nonce: &[u8], ak_name: &[u8]) -> [u8; REPORT_DATA_LEN] {
-    let mut h = Sha512::new();
-    h.update(REPORT_DATA_DOMAIN);
-    h.update((nonce.len() as u16).to_be_bytes());
-    h.update(nonce);
-    h.update(ak_name);
-    h.finalize().into()
-}
+/// The TEE report data: SHA-512(domain ‖ u16 len ‖ nonce ‖ AK Name), defined once with the verifier
+/// that checks it. Binds the verifier's nonce (freshness) and the AK (the quote's signer) into the
+/// hardware-signed report.
+pub use cvm_verify::attest::tee_report_data;
 
 /// The TEE part of the collaterals.
 #[derive(Debug, Serialize)]
@@ -743,19 +735,6 @@ mod tests {
         let mut v = vec![0x30, 0x82, 0x00, 0x02, 1, 2];
         v.extend_from_slice(&[0; 10]);
         assert_eq!(trim_der(v), vec![0x30, 0x82, 0x00, 0x02, 1, 2]);
-    }
-
-    /// The same vector as the host verifier's `attest::tee_report_data` test, computed with Python's
-    /// hashlib: both sides of the protocol are pinned to one independent reference.
-    #[test]
-    fn report_data_vector() {
-        let nonce: Vec<u8> = (0u8..32).collect();
-        let mut name = vec![0x00, 0x0b];
-        name.extend_from_slice(&[0xAA; 32]);
-        assert_eq!(
-            hex::encode(tee_report_data(&nonce, &name)),
-            "f6f32e327359c9b8cd614c60067a888f1b88b602fa26869ddf6f0368e06702915fbbacc76315c60a833c276416787127c0fd136593cfcbafb596453c8fe0fe7b"
-        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! * supervise the workload's services ([`workload`] parses `workload.toml`, [`supervisor`] runs them);
 //! * serve the attestation API over HTTP ([`api`]: PCRs, event logs, workload state, evidence
-//!   ([`evidence`]) and, on loopback only, signatures by this boot's PCR-bound key ([`signing`]));
+//!   ([`evidence`]) and, on loopback only, signatures by this boot's PCR-bound key ([`signing`]) and
+//!   the attestation of peer VMs ([`peer`]));
 //! * bring the machine to a usable state: network by DHCP ([`net`]), orderly power-off on
 //!   SIGTERM/SIGINT/SIGPWR or the ACPI power button ([`power_button`], [`pid1`]).
 //!
@@ -15,7 +16,9 @@
 pub mod api;
 pub mod console;
 pub mod evidence;
+pub mod golden;
 pub mod net;
+pub mod peer;
 pub mod pid1;
 pub mod power_button;
 pub mod settings;

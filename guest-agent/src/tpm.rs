@@ -5,6 +5,7 @@
 //! resource manager (or swtpm, one client at a time) serialises access, and a failed request leaves
 //! nothing half-open behind.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
@@ -73,16 +74,36 @@ impl Serialize for PcrValues {
     }
 }
 
-/// Reads SHA-256 PCRs 0-23 (blocking).
-pub fn read_sha256_pcrs(source: &TpmSource) -> Result<PcrValues> {
+/// PCRs 0-23 of every active bank, by bank name ("sha1", "sha256", "sha384", "sha512"; a JSON
+/// object in that order).
+pub type BankValues = BTreeMap<&'static str, PcrValues>;
+
+/// Reads PCRs 0-23 of every active bank (blocking): the init and the firmware extend every bank,
+/// and a verifier may check any of them. Banks with an algorithm the TPM client does not know
+/// (SM3) are not served.
+pub fn read_all_pcrs(source: &TpmSource) -> Result<BankValues> {
+    let mut tpm = source.open()?;
+    let banks = tpm
+        .active_banks()
+        .context("listing the TPM's active PCR banks")?;
+    if banks.is_empty() {
+        bail!("the TPM has no active SHA-1/SHA-2 PCR bank");
+    }
+    banks
+        .into_iter()
+        .map(|bank| Ok((bank.name(), read_bank(&mut tpm, bank)?)))
+        .collect()
+}
+
+fn read_bank(tpm: &mut Tpm, bank: HashAlg) -> Result<PcrValues> {
     let indices: Vec<u32> = PCR_INDICES.collect();
-    let values = source
-        .open()?
-        .pcr_read(HashAlg::Sha256, &indices)
-        .context("reading SHA-256 PCRs 0-23")?;
+    let name = bank.name();
+    let values = tpm
+        .pcr_read(bank, &indices)
+        .with_context(|| format!("reading {name} PCRs 0-23"))?;
     if values.len() != indices.len() {
         bail!(
-            "the TPM returned {} of 24 SHA-256 PCRs (is the SHA-256 bank allocated?)",
+            "the TPM returned {} of 24 {name} PCRs (is the {name} bank allocated?)",
             values.len()
         );
     }

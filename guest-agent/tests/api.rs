@@ -71,13 +71,13 @@ fn fixture() -> Fixture {
 }
 
 /// Parses `tpm2_pcrread sha256:0,…,23` output ("  sha256:" then "    N : 0xHEX" lines).
-fn tpm2_pcrread(tpm: &Swtpm) -> BTreeMap<String, String> {
+fn tpm2_pcrread(tpm: &Swtpm, bank: &str) -> BTreeMap<String, String> {
     let list: Vec<String> = (0..24).map(|i| i.to_string()).collect();
     let out = run_tool(
         Command::new("tpm2_pcrread")
             .arg("-T")
             .arg(tpm.tcti())
-            .arg(format!("sha256:{}", list.join(","))),
+            .arg(format!("{bank}:{}", list.join(","))),
     );
     out.lines()
         .filter_map(|l| l.split_once(':'))
@@ -124,15 +124,24 @@ fn pcrs_match_tpm2_tools_and_other_endpoints_work() {
     let pcrs = request(port, "GET", "/pcrs");
     assert_eq!(pcrs.status, 200, "{}", String::from_utf8_lossy(&pcrs.body));
     assert_eq!(pcrs.header("content-type"), Some("application/json"));
-    let ours: BTreeMap<String, String> =
-        serde_json::from_value(pcrs.json()["sha256"].clone()).unwrap();
-    let reference = tpm2_pcrread(&tpm);
+    // Every bank swtpm has active (a fresh swtpm: sha1, sha256, sha384, sha512), each equal to
+    // what tpm2_pcrread reads.
+    let all: BTreeMap<String, BTreeMap<String, String>> =
+        serde_json::from_value(pcrs.json()).unwrap();
     assert_eq!(
-        reference.len(),
-        24,
-        "tpm2_pcrread output parsed: {reference:?}"
+        all.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["sha1", "sha256", "sha384", "sha512"]
     );
-    assert_eq!(ours, reference);
+    for (bank, values) in &all {
+        let reference = tpm2_pcrread(&tpm, bank);
+        assert_eq!(
+            reference.len(),
+            24,
+            "tpm2_pcrread {bank} output parsed: {reference:?}"
+        );
+        assert_eq!(values, &reference, "bank {bank}");
+    }
+    let ours = &all["sha256"];
     // PCR 23 = SHA-256(0^32 || ab^32), computed independently with coreutils.
     let expected23 = run_tool(Command::new("sh").arg("-c").arg(
         "printf '%064d' 0 | xxd -r -p > /tmp/.pcr23in.$$; printf 'ab%.0s' $(seq 32) | xxd -r -p >> /tmp/.pcr23in.$$; sha256sum /tmp/.pcr23in.$$ | cut -d' ' -f1; rm -f /tmp/.pcr23in.$$",

@@ -2,6 +2,7 @@
 //! (PID 1, verified root, workload mounted, event log and PCR 23 in place), then powers off.
 //! Every line starts with "test-agent:" so the test can grep the console.
 
+use cvm_measure::eventlog::HashAlg as Bank;
 use cvm_measure::workload::{parse_log, replay, RUNTIME_EVENT_LOG_PATH, WORKLOAD_PCR};
 use cvm_tpm::{HashAlg, Tpm};
 
@@ -34,7 +35,7 @@ fn report() -> Result<(), String> {
         say(&format!("eventlog: {line}"));
     }
     let events = parse_log(&log).map_err(|e| e.to_string())?;
-    let replayed = replay(&events)
+    let replayed = replay(&events, Bank::SHA256)?
         .get(&WORKLOAD_PCR)
         .map(hex::encode)
         .unwrap_or_else(|| "none".into());

@@ -7,11 +7,12 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::{ensure, Context, Result};
 use cvm_measure::boot_config::{format_uuid, WorkloadConfig};
+use cvm_measure::eventlog::HashAlg as Bank;
 use cvm_measure::workload::{
     encode_record, manifest_event, root_hash_event, root_hash_from_partuuids, RuntimeEvent,
     RUNTIME_EVENT_LOG_PATH,
 };
-use cvm_tpm::Tpm;
+use cvm_tpm::{HashAlg as TpmAlg, Tpm};
 use rustix::mount::MountFlags;
 
 use crate::blockdev::Partition;
@@ -50,22 +51,63 @@ impl EventLog {
         })
     }
 
-    /// Extends the TPM, then records the event (the log describes what the TPM holds).
+    /// Extends the TPM (every bank of the event in one command), then records the event (the log
+    /// describes what the TPM holds).
     pub fn measure(&mut self, tpm: &mut Tpm, event: &RuntimeEvent) -> Result<()> {
-        tpm.pcr_extend(event.pcr, &event.digest_sha256)
+        let digests = event
+            .digests
+            .iter()
+            .map(|(bank, d)| Ok((tpm_alg(*bank)?, d.as_slice())))
+            .collect::<Result<Vec<_>>>()?;
+        tpm.pcr_extend_banks(event.pcr, &digests)
             .with_context(|| format!("extending PCR {} with {:?}", event.pcr, event.description))?;
         self.file
             .write_all(encode_record(self.next, event).as_bytes())
             .with_context(|| format!("writing {}", self.path))?;
         self.next += 1;
+        let banks: Vec<String> = event.digests.keys().map(|b| b.name()).collect();
+        let sha256 = event.digest(Bank::SHA256).map(hex::encode);
         console::info(&format!(
-            "measured {:?} into PCR {}: sha256 {}",
+            "measured {:?} into PCR {} ({}): sha256 {}",
             event.description,
             event.pcr,
-            hex::encode(event.digest_sha256)
+            banks.join(", "),
+            sha256.as_deref().unwrap_or("-")
         ));
         Ok(())
     }
+}
+
+/// The TPM's algorithm for a bank of the measurement model.
+fn tpm_alg(bank: Bank) -> Result<TpmAlg> {
+    TpmAlg::from_alg_id(bank.0).with_context(|| format!("the TPM client cannot extend bank {bank}"))
+}
+
+/// The active PCR banks to measure into: all of them, so that no bank of PCR 23 is left at its
+/// reset value (where it would name no workload and could later be extended to any value). A bank
+/// whose hash the init cannot compute (e.g. SM3) is reported on the console and left out.
+fn measured_banks(tpm: &mut Tpm) -> Result<Vec<Bank>> {
+    let mut banks = Vec::new();
+    for b in tpm.pcr_banks().context("listing the TPM's PCR banks")? {
+        if !b.is_active() {
+            continue;
+        }
+        let bank = Bank(b.alg_id);
+        if cvm_measure::workload::HASHABLE_BANKS.contains(&bank) {
+            banks.push(bank);
+        } else {
+            console::info(&format!(
+                "warning: PCR bank {bank} is active but cannot be extended by this init; \
+                 PCR 23 of that bank attests nothing"
+            ));
+        }
+    }
+    ensure!(
+        !banks.is_empty(),
+        "the TPM has no active SHA-1/SHA-2 PCR bank to measure the workload into"
+    );
+    banks.sort();
+    Ok(banks)
 }
 
 /// Reads the first block of the hash partition (the verity superblock).
@@ -94,9 +136,10 @@ pub fn open_and_measure(
         format_uuid(&hash.uuid)
     ));
     let mut tpm = Tpm::open_device().context("opening the TPM to measure the workload")?;
+    let banks = measured_banks(&mut tpm)?;
     let mut log = EventLog::create(sysroot)?;
     // Event 1 goes in before a single byte of the workload partitions is read.
-    log.measure(&mut tpm, &root_hash_event(&root_hash))?;
+    log.measure(&mut tpm, &root_hash_event(&root_hash, &banks))?;
 
     let sb = read_superblock(hash)?;
     let params = VerityParams {
@@ -119,7 +162,7 @@ pub fn open_and_measure(
 
     let manifest_path = format!("{target}/{}", cfg.manifest);
     let manifest = read_regular_file(&manifest_path)?;
-    log.measure(&mut tpm, &manifest_event(&cfg.manifest, &manifest))?;
+    log.measure(&mut tpm, &manifest_event(&cfg.manifest, &manifest, &banks))?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! PE/COFF measurements: what systemd-stub extends into PCR 11 for a UKI, and the
-//! Authenticode SHA-256 that firmware extends into PCR 4 (and that signers embed).
+//! Authenticode digest (SHA-256, or any hash: one per PCR bank) that firmware extends into PCR 4
+//! (and that signers embed).
 //!
 //! Everything here reads a built file and never writes one, so the same code can run on
 //! the build host (prediction) and on a verifier (re-derivation from a published UKI).
@@ -590,7 +591,7 @@ enum TailPadding {
 /// **without** 8-byte padding (measured-boot.md §7). Equal to [`authenticode_sha256_signer`]
 /// whenever the file length (minus the certificate table) is a multiple of 8, e.g. after signing.
 pub fn authenticode_sha256_firmware(pe: &[u8]) -> Result<Sha256Digest, PeError> {
-    authenticode_sha256(pe, TailPadding::None)
+    authenticode_with(Sha256::new(), pe, TailPadding::None).map(Into::into)
 }
 
 /// Authenticode SHA-256 as signers compute it (sbsign, pesign, osslsigncode; goblin's
@@ -598,12 +599,28 @@ pub fn authenticode_sha256_firmware(pe: &[u8]) -> Result<Sha256Digest, PeError> 
 /// hashed data to a multiple of 8 bytes of file length. This is the digest embedded in a
 /// signature over this file.
 pub fn authenticode_sha256_signer(pe: &[u8]) -> Result<Sha256Digest, PeError> {
-    authenticode_sha256(pe, TailPadding::ToEightBytes)
+    authenticode_with(Sha256::new(), pe, TailPadding::ToEightBytes).map(Into::into)
 }
 
-fn authenticode_sha256(pe: &[u8], padding: TailPadding) -> Result<Sha256Digest, PeError> {
+/// [`authenticode_sha256_firmware`] with any hash: the digest the firmware extends into the bank
+/// of `D` (edk2 hashes the same ranges once per active bank, `HashPeImageByType`). E.g.
+/// `authenticode_firmware::<sha2::Sha384>(pe)` for the SHA-384 bank.
+pub fn authenticode_firmware<D: Digest>(pe: &[u8]) -> Result<Vec<u8>, PeError> {
+    authenticode_with(D::new(), pe, TailPadding::None).map(|d| d.to_vec())
+}
+
+/// [`authenticode_sha256_signer`] with any hash (the digest a signature with that digest
+/// algorithm embeds, e.g. `osslsigncode sign -h sha384`).
+pub fn authenticode_signer<D: Digest>(pe: &[u8]) -> Result<Vec<u8>, PeError> {
+    authenticode_with(D::new(), pe, TailPadding::ToEightBytes).map(|d| d.to_vec())
+}
+
+fn authenticode_with<D: Digest>(
+    mut hasher: D,
+    pe: &[u8],
+    padding: TailPadding,
+) -> Result<sha2::digest::Output<D>, PeError> {
     let headers = PeHeaders::parse(pe)?;
-    let mut hasher = Sha256::new();
     hash_headers(pe, &headers, &mut hasher);
     let mut sum = u64::from(headers.size_of_headers);
     for section in sections_by_file_offset(&headers.sections) {
@@ -634,12 +651,12 @@ fn authenticode_sha256(pe: &[u8], padding: TailPadding) -> Result<Sha256Digest, 
         let pad = (ALIGN - pe.len() % ALIGN) % ALIGN;
         hasher.update(&[0u8; ALIGN][..pad]);
     }
-    Ok(hasher.finalize().into())
+    Ok(hasher.finalize())
 }
 
 /// Hash `[0, SizeOfHeaders)` minus `CheckSum` and, when present, the SECURITY directory entry.
 /// Bounds were checked by [`PeHeaders::parse`].
-fn hash_headers(pe: &[u8], headers: &PeHeaders, hasher: &mut Sha256) {
+fn hash_headers<D: Digest>(pe: &[u8], headers: &PeHeaders, hasher: &mut D) {
     let checksum = headers.checksum_offset();
     let end = headers.size_of_headers as usize;
     hasher.update(&pe[..checksum]);
@@ -663,7 +680,7 @@ fn sections_by_file_offset(sections: &[SectionHeader]) -> Vec<&SectionHeader> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::PathBuf;
     use std::process::Command;
@@ -1044,6 +1061,186 @@ mod tests {
             hexd(&authenticode_sha256_signer(&kernel).unwrap()),
             calculated
         );
+    }
+
+    // --- Authenticode in the other banks' hashes ---
+
+    /// Hash names of the other PCR banks, as Python's hashlib and osslsigncode `-h` spell them.
+    const OTHER_HASHES: [&str; 3] = ["sha1", "sha384", "sha512"];
+
+    fn ours_signer(hash: &str, pe: &[u8]) -> String {
+        let d = match hash {
+            "sha1" => authenticode_signer::<sha1::Sha1>(pe),
+            "sha256" => authenticode_signer::<Sha256>(pe),
+            "sha384" => authenticode_signer::<sha2::Sha384>(pe),
+            "sha512" => authenticode_signer::<sha2::Sha512>(pe),
+            other => panic!("no hash {other}"),
+        };
+        hex::encode(d.unwrap())
+    }
+
+    fn ours_firmware(hash: &str, pe: &[u8]) -> String {
+        let d = match hash {
+            "sha1" => authenticode_firmware::<sha1::Sha1>(pe),
+            "sha384" => authenticode_firmware::<sha2::Sha384>(pe),
+            "sha512" => authenticode_firmware::<sha2::Sha512>(pe),
+            other => panic!("no hash {other}"),
+        };
+        hex::encode(d.unwrap())
+    }
+
+    /// Authenticode digests of `path` by virt-firmware's `pe_authenticode_hash` (Gerd Hoffmann's
+    /// Python implementation over `pefile` and `hashlib`: independent of this crate), signer form.
+    pub(crate) fn virt_firmware_authenticode(
+        path: &std::path::Path,
+        hashes: &[&str],
+    ) -> Vec<String> {
+        const SCRIPT: &str = "import sys, pefile\n\
+            from virt.peutils import pesign\n\
+            pe = pefile.PE(sys.argv[1])\n\
+            for m in sys.argv[2:]: print(pesign.pe_authenticode_hash(pe, m).hex())\n";
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(path)
+            .args(hashes)
+            .output()
+            .expect("python3 is needed (with the PyPI packages virt-firmware and pefile)");
+        assert!(
+            out.status.success(),
+            "virt-firmware pe_authenticode_hash failed (pip install virt-firmware pefile): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A UKI as objcopy builds it: the stub plus `.linux` = the signed 6.12 kernel.
+    fn objcopy_kernel_uki(dir: &std::path::Path) -> PathBuf {
+        let uki = dir.join("uki.efi");
+        let linux = format!(".linux={}", fixture(KERNEL_6_12).display());
+        let stub = fixture(STUB).display().to_string();
+        let args = [
+            "--add-section",
+            &linux,
+            "--change-section-vma",
+            ".linux=0x2000000",
+            &stub,
+            uki.to_str().unwrap(),
+        ];
+        let out = run("objcopy", &args);
+        assert!(
+            out.status.success(),
+            "objcopy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        uki
+    }
+
+    #[test]
+    fn every_bank_authenticode_matches_virt_firmware() {
+        let dir = scratch_dir("auth-banks");
+        let hashes = ["sha1", "sha256", "sha384", "sha512"];
+        let files = [
+            fixture(STUB),
+            fixture(KERNEL_6_1),
+            fixture(KERNEL_6_12),
+            objcopy_kernel_uki(&dir),
+        ];
+        for path in &files {
+            let bytes = std::fs::read(path).unwrap();
+            let theirs = virt_firmware_authenticode(path, &hashes);
+            let ours: Vec<String> = hashes.iter().map(|h| ours_signer(h, &bytes)).collect();
+            assert_eq!(ours, theirs, "{}", path.display());
+        }
+        // The signed kernels end 8-aligned before their certificate table: firmware = signer.
+        let kernel = read(KERNEL_6_12);
+        for h in OTHER_HASHES {
+            assert_eq!(ours_firmware(h, &kernel), ours_signer(h, &kernel), "{h}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn other_bank_authenticode_matches_osslsigncode_signatures() {
+        let stub = read(STUB);
+        let dir = scratch_dir("auth-ossl");
+        let key = dir.join("key.pem");
+        let cert = dir.join("cert.pem");
+        let out = run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=cvm-test",
+                "-days",
+                "1",
+                "-keyout",
+                key.to_str().unwrap(),
+                "-out",
+                cert.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "openssl: {out:?}");
+        for h in OTHER_HASHES {
+            let signed = dir.join(format!("stub-{h}.efi"));
+            let out = run(
+                "osslsigncode",
+                &[
+                    "sign",
+                    "-h",
+                    h,
+                    "-certs",
+                    cert.to_str().unwrap(),
+                    "-key",
+                    key.to_str().unwrap(),
+                    "-in",
+                    fixture(STUB).to_str().unwrap(),
+                    "-out",
+                    signed.to_str().unwrap(),
+                ],
+            );
+            assert!(out.status.success(), "osslsigncode sign -h {h}: {out:?}");
+            // verify fails on the self-signed chain but prints both digests in the signature's hash.
+            let out = run("osslsigncode", &["verify", "-in", signed.to_str().unwrap()]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let field = |label: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(label))
+                    .map(|v| v.trim().trim_start_matches(':').trim().to_ascii_lowercase())
+                    .unwrap_or_else(|| panic!("osslsigncode printed no `{label}`:\n{text}"))
+            };
+            let embedded = field("Current message digest");
+            assert_eq!(field("Calculated message digest"), embedded, "{h}");
+            assert_eq!(
+                embedded.len(),
+                digest_len(h) * 2,
+                "osslsigncode used another hash than {h}"
+            );
+            assert_eq!(ours_signer(h, &stub), embedded, "{h}: unsigned stub");
+            let signed = std::fs::read(&signed).unwrap();
+            assert_eq!(ours_firmware(h, &signed), embedded, "{h}: signed stub");
+            // 83,297 bytes is not 8-aligned: the firmware form of the unsigned stub differs.
+            assert_ne!(ours_firmware(h, &stub), embedded, "{h}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Digest size in bytes of the hashes the tests name.
+    fn digest_len(hash: &str) -> usize {
+        match hash {
+            "sha1" => 20,
+            "sha384" => 48,
+            "sha512" => 64,
+            other => panic!("no hash {other}"),
+        }
     }
 
     // --- PCR 11 against systemd-measure on a UKI built independently with objcopy ---

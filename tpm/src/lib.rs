@@ -16,6 +16,7 @@
 
 mod attest;
 mod ecdsa;
+mod extend;
 mod marshal;
 mod policy;
 mod rc;

@@ -6,8 +6,10 @@
 //!    reported value of every PCR it extends; the runtime log continues from there for the PCRs it
 //!    extends (PCR 23). A log that does not replay cannot explain the values, so its event-level
 //!    content proves nothing: this is always a failure, whatever the golden file enforces.
-//! 2. **Each PCR of the profile.** `predicted`/`reference` with a value: the reported value must
-//!    equal it — a failure when the entry is `enforce: true`, reported only when informational.
+//! 2. **Each PCR of the profile, in every bank both the profile and the evidence have** (a TPM quote
+//!    covers one bank; offline PCR files and the agent's `/pcrs` carry every active bank; at least
+//!    one bank must be common). `predicted`/`reference` with a value: the reported value must equal
+//!    it — a failure when the entry is `enforce: true`, reported only when informational.
 //!    `unknown`: the reported value is shown, nothing is compared.
 //! 3. **Event-level diff** for every PCR that failed either check and whose golden entry lists its
 //!    events: the first expected event the log does not match ([`eventlog::diff_pcrs`]).
@@ -55,6 +57,8 @@ pub struct EvidenceSummary {
     pub quoted: bool,
     /// Banks the evidence reports.
     pub banks: Vec<HashAlg>,
+    /// Banks of the profile the evidence does not report: not compared.
+    pub banks_not_reported: Vec<HashAlg>,
 }
 
 /// Which log a [`LogCheck`] is about.
@@ -126,7 +130,7 @@ pub struct PcrResult {
     pub note: Option<String>,
 }
 
-/// The first differing event of one PCR.
+/// The first differing event of one PCR (named once when it differs in several banks).
 #[derive(Debug, Clone, Serialize)]
 pub struct Difference {
     pub pcr: u32,
@@ -138,7 +142,17 @@ pub struct Difference {
 
 /// Check `evidence` against `profile` of `golden`.
 pub fn verify(golden: &Golden, profile: &str, evidence: &Evidence) -> Result<Verdict> {
-    let entries = profile_entries(golden, profile)?;
+    let all_entries = profile_entries(golden, profile)?;
+    let profile_banks: BTreeSet<HashAlg> = all_entries.keys().map(|(bank, _)| *bank).collect();
+    let banks_not_reported: Vec<HashAlg> = profile_banks
+        .iter()
+        .copied()
+        .filter(|b| !evidence.pcrs.contains_key(b))
+        .collect();
+    let entries: BTreeMap<(HashAlg, u32), &PcrEntry> = all_entries
+        .into_iter()
+        .filter(|((bank, _), _)| evidence.pcrs.contains_key(bank))
+        .collect();
     let firmware_replay = eventlog::replay(&evidence.eventlog);
     let mut logs = vec![check_firmware_log(evidence, &firmware_replay)];
     logs.push(check_runtime_log(evidence, &firmware_replay));
@@ -154,6 +168,15 @@ pub fn verify(golden: &Golden, profile: &str, evidence: &Evidence) -> Result<Ver
         .collect();
     let differences = differences(&entries, &pcrs, &replay_failed, evidence);
     let mut failures: Vec<String> = attestation_failures(&evidence.attestation);
+    if entries.is_empty() {
+        let reported: Vec<String> = evidence.pcrs.keys().map(|b| b.name()).collect();
+        let wanted: Vec<String> = profile_banks.iter().map(|b| b.name()).collect();
+        failures.push(format!(
+            "the evidence reports PCR banks {} and the profile lists {}: no bank to compare",
+            reported.join(", "),
+            wanted.join(", ")
+        ));
+    }
     failures.extend(self::failures(&logs, &pcrs));
     let quoted = evidence.quote.is_some()
         && evidence
@@ -169,6 +192,7 @@ pub fn verify(golden: &Golden, profile: &str, evidence: &Evidence) -> Result<Ver
             origin: evidence.origin.clone(),
             quoted,
             banks: evidence.pcrs.keys().copied().collect(),
+            banks_not_reported,
         },
         attestation: evidence.attestation.clone(),
         logs,
@@ -239,8 +263,8 @@ fn check_firmware_log(evidence: &Evidence, replay: &eventlog::Replay) -> LogChec
     check
 }
 
-/// Runtime events continue from the firmware log's value of their PCR (23 has none: from zero).
-/// Only the SHA-256 bank is logged by the init.
+/// Runtime events continue from the firmware log's value of their PCR (23 has none: from zero), in
+/// every bank the evidence reports; the init logs a digest for each bank it extended.
 fn check_runtime_log(evidence: &Evidence, firmware: &eventlog::Replay) -> LogCheck {
     let mut check = LogCheck {
         log: LogKind::Runtime,
@@ -254,36 +278,47 @@ fn check_runtime_log(evidence: &Evidence, firmware: &eventlog::Replay) -> LogChe
         return check;
     };
     check.events = runtime.len();
-    let bank = HashAlg::SHA256;
-    let values = replay_runtime(runtime, firmware);
-    match evidence.pcrs.get(&bank) {
-        Some(reported) => {
-            for (pcr, value) in &values {
-                compare(&mut check, bank, *pcr, value, reported.get(pcr));
+    for (bank, reported) in &evidence.pcrs {
+        match replay_runtime(runtime, firmware, *bank) {
+            Ok(values) => {
+                for (pcr, value) in &values {
+                    compare(&mut check, *bank, *pcr, value, reported.get(pcr));
+                }
             }
+            Err(why) => check.problems.push(why),
         }
-        None if !values.is_empty() => check
-            .problems
-            .push("the evidence reports no sha256 bank, the only bank of the runtime log".into()),
-        None => {}
     }
     check.status = status_of(&check);
     check
 }
 
-fn replay_runtime(runtime: &[RuntimeEvent], firmware: &eventlog::Replay) -> BTreeMap<u32, Vec<u8>> {
-    let mut values: BTreeMap<u32, [u8; 32]> = BTreeMap::new();
-    for e in runtime {
+fn replay_runtime(
+    runtime: &[RuntimeEvent],
+    firmware: &eventlog::Replay,
+    bank: HashAlg,
+) -> Result<BTreeMap<u32, Vec<u8>>, String> {
+    let len = bank
+        .digest_len()
+        .ok_or_else(|| format!("bank {bank} has no known digest size"))?;
+    let mut values: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    for (i, e) in runtime.iter().enumerate() {
+        let digest = e.digest(bank).ok_or_else(|| {
+            format!(
+                "event {i} ({}) has no {bank} digest, but the evidence reports that bank",
+                e.description
+            )
+        })?;
         let start = || {
             firmware
-                .value(HashAlg::SHA256, e.pcr)
-                .and_then(|v| <[u8; 32]>::try_from(v).ok())
-                .unwrap_or_else(|| workload::initial_pcr_value(e.pcr))
+                .value(bank, e.pcr)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_else(|| workload::initial_pcr_value(e.pcr, len))
         };
         let v = values.entry(e.pcr).or_insert_with(start);
-        *v = workload::extend(v, &e.digest_sha256);
+        *v = workload::extend(bank, v, digest)
+            .ok_or_else(|| format!("bank {bank} cannot be replayed"))?;
     }
-    values.into_iter().map(|(k, v)| (k, v.to_vec())).collect()
+    Ok(values)
 }
 
 fn compare(
@@ -358,6 +393,7 @@ fn differences(
     let runtime_events = evidence.runtime.as_deref().map(runtime_as_events);
     let runtime_pcrs: BTreeSet<u32> = evidence.runtime.iter().flatten().map(|e| e.pcr).collect();
     let mut out = vec![];
+    let mut shown: BTreeSet<(u32, usize)> = BTreeSet::new();
     for r in pcrs {
         let failed = r.status == PcrStatus::Differs || replay_failed.contains(&(r.bank, r.pcr));
         let Some(entry) = entries.get(&(r.bank, r.pcr)) else {
@@ -375,6 +411,11 @@ fn differences(
             &evidence.eventlog.events
         };
         for mismatch in diff_pcrs(&entry.events, actual, r.bank, &[r.pcr]) {
+            // The same event differing in several banks is one difference: name it once (in the
+            // first bank, rows being in bank order).
+            if !shown.insert((mismatch.pcr, mismatch.position)) {
+                continue;
+            }
             out.push(Difference {
                 pcr: r.pcr,
                 enforce: r.enforce,
@@ -395,7 +436,10 @@ fn events_make_value(entry: &PcrEntry, bank: HashAlg, pcr: u32) -> bool {
         Ok(v) => v.get(&pcr).map(hex::encode),
         Err(_) => return false,
     };
-    let reset = hex::encode(workload::initial_pcr_value(pcr));
+    let reset = hex::encode(workload::initial_pcr_value(
+        pcr,
+        bank.digest_len().unwrap_or_default(),
+    ));
     replayed.unwrap_or(reset).eq_ignore_ascii_case(value)
 }
 
@@ -406,10 +450,14 @@ fn runtime_as_events(runtime: &[RuntimeEvent]) -> Vec<Event> {
         .map(|e| Event {
             pcr: e.pcr,
             event_type: RUNTIME_EVENT_TYPE,
-            digests: vec![EventDigest {
-                alg: HashAlg::SHA256,
-                digest: e.digest_sha256.to_vec(),
-            }],
+            digests: e
+                .digests
+                .iter()
+                .map(|(alg, digest)| EventDigest {
+                    alg: *alg,
+                    digest: digest.clone(),
+                })
+                .collect(),
             data: e.data.clone().map(String::into_bytes).unwrap_or_default(),
         })
         .collect()
@@ -419,14 +467,7 @@ fn attestation_failures(checks: &[AttestCheck]) -> Vec<String> {
     checks
         .iter()
         .filter(|c| c.status == CheckStatus::Failed)
-        .map(|c| {
-            let what = match c.check {
-                CheckKind::Quote => "TPM quote",
-                CheckKind::AkEkBinding => "AK↔EK binding (credential activation)",
-                CheckKind::EkCertificate => "EK certificate chain",
-            };
-            format!("{what}: {}", c.detail)
-        })
+        .map(|c| format!("{}: {}", c.check.label(), c.detail))
         .collect()
 }
 
@@ -479,6 +520,9 @@ mod tests {
     use crate::golden::Profile;
     use cvm_measure::eventlog::{expected_log, EventType, ExpectedEvent};
     use std::path::PathBuf;
+
+    const SHA256: [HashAlg; 1] = [HashAlg::SHA256];
+    const TWO_BANKS: [HashAlg; 2] = [HashAlg::SHA256, HashAlg::SHA384];
 
     /// SHA-256 PCR value after one separator (measured-boot.md §13, "separator-only").
     const SEPARATOR_ONLY: &str = "3d458cfe55cc03ea1f443f1562beec8df51c75e14a9fcf9a7234a13f198e7969";
@@ -554,6 +598,7 @@ mod tests {
             runtime: None,
             quote: None,
             attestation: vec![],
+            signing_key: None,
         }
     }
 
@@ -635,7 +680,7 @@ mod tests {
     #[test]
     fn runtime_log_continues_pcr23_and_is_diffed() {
         let root = [7u8; 32];
-        let good = workload::workload_events(&root, "workload.toml", b"a");
+        let good = workload::workload_events(&root, "workload.toml", b"a", &SHA256);
         let mut g = golden();
         let expected = cvm_measure::predict::pcr23::workload_events(&good);
         let value = hex::encode(replay_expected(&expected, HashAlg::SHA256).unwrap()[&23].clone());
@@ -655,9 +700,9 @@ mod tests {
                     events: expected,
                 },
             );
-        let booted = workload::workload_events(&[8u8; 32], "workload.toml", b"a");
+        let booted = workload::workload_events(&[8u8; 32], "workload.toml", b"a", &SHA256);
         let mut e = evidence(&[separator(2), separator(3)], |_| {});
-        let pcr23 = workload::replay(&booted)[&23].to_vec();
+        let pcr23 = workload::replay(&booted, HashAlg::SHA256).unwrap()[&23].clone();
         e.pcrs.get_mut(&HashAlg::SHA256).unwrap().insert(23, pcr23);
         e.runtime = Some(booted);
         let v = verify(&g, "qemu", &e).unwrap();
@@ -669,6 +714,145 @@ mod tests {
                 .starts_with("PCR 23: event 1 (EV_IPL workload verity root hash) differs"),
             "{}",
             v.differences[0].message
+        );
+    }
+
+    /// PCR 23 of a two-bank golden profile: the prediction of `expected`, every bank.
+    fn two_bank_golden(expected: &[RuntimeEvent]) -> Golden {
+        let events = cvm_measure::predict::pcr23::workload_events(expected);
+        let mut g = golden();
+        let qemu = g.profiles.get_mut("qemu").unwrap();
+        for bank in TWO_BANKS {
+            let mut bank_events = events.clone();
+            for e in &mut bank_events {
+                e.digests.retain(|b, _| *b == bank);
+            }
+            let value = hex::encode(&replay_expected(&bank_events, bank).unwrap()[&23]);
+            qemu.pcrs.entry(bank.name()).or_default().insert(
+                "23".into(),
+                PcrEntry {
+                    value: Some(value),
+                    source: Source::Predicted,
+                    enforce: true,
+                    note: None,
+                    events: bank_events,
+                },
+            );
+        }
+        g
+    }
+
+    /// Evidence of a boot with a two-bank firmware log (separators of PCRs 2 and 3) whose init
+    /// logged `booted`, reporting the banks `reported`.
+    fn runtime_evidence(booted: &[RuntimeEvent], reported: &[HashAlg]) -> Evidence {
+        let separators: Vec<ExpectedEvent> = [2, 3]
+            .map(|pcr| {
+                ExpectedEvent::hashing(
+                    pcr,
+                    EventType::EV_SEPARATOR,
+                    "separator",
+                    &[0; 4],
+                    Some(vec![0; 4]),
+                    &TWO_BANKS,
+                )
+                .unwrap()
+            })
+            .to_vec();
+        let mut e = evidence(&[separator(2), separator(3)], |_| {});
+        e.eventlog = expected_log(&TWO_BANKS, &separators).unwrap();
+        let firmware = eventlog::replay(&e.eventlog);
+        e.pcrs.clear();
+        for &bank in reported {
+            let mut values = firmware.banks[&bank].clone();
+            let pcr23 = workload::replay(booted, bank).unwrap()[&23].clone();
+            values.insert(23, pcr23);
+            e.pcrs.insert(bank, values);
+        }
+        e.runtime = Some(booted.to_vec());
+        e
+    }
+
+    #[test]
+    fn every_common_bank_is_compared() {
+        let good = workload::workload_events(&[7u8; 32], "workload.toml", b"a", &TWO_BANKS);
+        let g = two_bank_golden(&good);
+        // Both banks reported and right.
+        let v = verify(&g, "qemu", &runtime_evidence(&good, &TWO_BANKS)).unwrap();
+        assert!(v.ok, "{:?}", v.failures);
+        assert_eq!(v.logs[1].checked[&HashAlg::SHA384], [23]);
+        assert!(v
+            .pcrs
+            .iter()
+            .any(|r| r.pcr == 23 && r.bank == HashAlg::SHA384 && r.status == PcrStatus::Ok));
+        // SHA-256 only (a quote): SHA-384 is not compared and is named as such.
+        let v = verify(&g, "qemu", &runtime_evidence(&good, &SHA256)).unwrap();
+        assert!(v.ok, "{:?}", v.failures);
+        assert_eq!(v.evidence.banks_not_reported, [HashAlg::SHA384]);
+        assert!(v.pcrs.iter().all(|r| r.bank == HashAlg::SHA256));
+    }
+
+    #[test]
+    fn a_wrong_sha384_pcr23_fails_and_is_diffed() {
+        let good = workload::workload_events(&[7u8; 32], "workload.toml", b"a", &TWO_BANKS);
+        let g = two_bank_golden(&good);
+        // The SHA-384 digest of the manifest event is another file's: SHA-256 still matches.
+        let mut booted = good.clone();
+        let other = workload::manifest_event("workload.toml", b"b", &[HashAlg::SHA384]);
+        booted[1]
+            .digests
+            .insert(HashAlg::SHA384, other.digests[&HashAlg::SHA384].clone());
+        let v = verify(&g, "qemu", &runtime_evidence(&booted, &TWO_BANKS)).unwrap();
+        assert!(!v.ok);
+        assert_eq!(
+            v.failures,
+            ["PCR 23 (sha384): enforced value differs from the golden file"]
+        );
+        assert_eq!(v.differences.len(), 1);
+        assert!(
+            v.differences[0]
+                .message
+                .starts_with("PCR 23: event 2 (EV_IPL workload.toml) differs"),
+            "{}",
+            v.differences[0].message
+        );
+    }
+
+    #[test]
+    fn runtime_log_without_a_reported_bank_fails() {
+        // An init that extended SHA-256 only, on a TPM reporting SHA-384 too.
+        let good = workload::workload_events(&[7u8; 32], "workload.toml", b"a", &TWO_BANKS);
+        let g = two_bank_golden(&good);
+        let sha256_only = workload::workload_events(&[7u8; 32], "workload.toml", b"a", &SHA256);
+        let mut e = runtime_evidence(&sha256_only, &SHA256);
+        e.pcrs
+            .entry(HashAlg::SHA384)
+            .or_default()
+            .insert(23, vec![0; 48]);
+        let v = verify(&g, "qemu", &e).unwrap();
+        assert!(!v.ok);
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.contains("has no sha384 digest")),
+            "{:?}",
+            v.failures
+        );
+    }
+
+    #[test]
+    fn no_common_bank_fails() {
+        let mut e = evidence(&[separator(2), separator(3)], |_| {});
+        let values = e.pcrs.remove(&HashAlg::SHA256).unwrap();
+        e.pcrs.insert(
+            HashAlg::SHA1,
+            values.keys().map(|k| (*k, vec![0; 20])).collect(),
+        );
+        let v = verify(&golden(), "qemu", &e).unwrap();
+        assert!(!v.ok);
+        assert!(
+            v.failures.iter().any(|f| f.contains("no bank to compare")),
+            "{:?}",
+            v.failures
         );
     }
 }

@@ -13,9 +13,12 @@
 
 use crate::attest::credential::{make_credential, random_credential, MadeCredential};
 use crate::attest::quote::verify_quote;
+use crate::attest::signing_key::{verify_signing_key, SigningKeyJson};
+use crate::attest::tee_report_data;
 use crate::attest::tpm2::{Public, TPM_ALG_SHA256};
 use crate::ekcert;
 use crate::evidence::{parse_eventlog, parse_runtime, Evidence, Origin, PcrValues, Quote};
+use crate::tee::{check_tee, TeeReportJson, TeeTrust};
 use anyhow::{bail, Context, Result};
 use base64::Engine;
 use cvm_measure::eventlog::HashAlg;
@@ -35,8 +38,7 @@ const PATH_ACTIVATE: &str = "/activate-credential";
 /// Largest answer read from the agent (the firmware log of a cloud VM is ~50 KiB).
 const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
-/// The `GET /collaterals` answer (binary fields base64, digests hex). Fields the verifier does not
-/// check yet (the TEE report) are ignored.
+/// The `GET /collaterals` answer (binary fields base64, digests hex).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Collaterals {
     pub version: u32,
@@ -50,6 +52,11 @@ pub struct Collaterals {
     pub ek_type: String,
     pub ek_public: String,
     pub ek_cert: Option<String>,
+    /// Absent from agents that predate it.
+    #[serde(default)]
+    pub tee_report: Option<TeeReportJson>,
+    #[serde(default)]
+    pub signing_key: Option<SigningKeyJson>,
 }
 
 /// How the EK is trusted.
@@ -68,6 +75,23 @@ pub enum CheckKind {
     Quote,
     AkEkBinding,
     EkCertificate,
+    /// The agent's boot signing key: AK certification and PolicyPCR over the quoted PCRs.
+    SigningKey,
+    /// The SEV-SNP report or TDX quote binding the nonce and the AK.
+    TeeReport,
+}
+
+impl CheckKind {
+    /// How reports name the check.
+    pub fn label(self) -> &'static str {
+        match self {
+            CheckKind::Quote => "TPM quote",
+            CheckKind::AkEkBinding => "AK↔EK binding (credential activation)",
+            CheckKind::EkCertificate => "EK certificate chain",
+            CheckKind::SigningKey => "boot signing key",
+            CheckKind::TeeReport => "TEE report",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -89,7 +113,7 @@ pub struct AttestCheck {
 }
 
 impl AttestCheck {
-    fn from_result(check: CheckKind, r: Result<String>) -> Self {
+    pub fn from_result(check: CheckKind, r: Result<String>) -> Self {
         match r {
             Ok(detail) => AttestCheck {
                 check,
@@ -118,7 +142,7 @@ fn b64(field: &str, value: &str) -> Result<Vec<u8>> {
         .with_context(|| format!("collaterals field {field} is not base64"))
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
+pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
     // Never through a proxy: the agent is usually a forwarded loopback port.
     let config = ureq::Agent::config_builder()
         .proxy(None)
@@ -129,7 +153,7 @@ fn agent(timeout: Duration) -> ureq::Agent {
 }
 
 /// Reads a response body; an error naming `what` unless the status is 2xx.
-fn body(mut resp: ureq::http::Response<ureq::Body>, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn body(mut resp: ureq::http::Response<ureq::Body>, what: &str) -> Result<Vec<u8>> {
     let status = resp.status().as_u16();
     let bytes = resp
         .body_mut()
@@ -192,6 +216,33 @@ pub fn activate_credential(
     b64("cert_info", &a.cert_info)
 }
 
+/// The whole exchange with an agent at `base`: a fresh nonce, its collaterals, the credential
+/// activation back to the same agent, every check. What the host's `cvm-image verify --agent` and
+/// the agent's peer `POST /verify` both run.
+pub fn attest_agent(
+    base: &str,
+    ek: &EkTrust,
+    tee: &TeeTrust,
+    timeout: Duration,
+    now_unix: u64,
+) -> Result<Evidence> {
+    let base = base.trim_end_matches('/');
+    let nonce = fresh_nonce();
+    let c = fetch_collaterals(base, &nonce, timeout)?;
+    let activate = |m: &MadeCredential| activate_credential(base, m, timeout);
+    check_collaterals(
+        &c,
+        &nonce,
+        ek,
+        tee,
+        &activate,
+        now_unix,
+        Origin::Agent {
+            url: base.to_string(),
+        },
+    )
+}
+
 /// Checks `c` against the nonce the verifier sent and builds the evidence from it. `activate` runs
 /// TPM2_ActivateCredential in the VM (normally [`activate_credential`]); `now_unix` is when the EK
 /// certificates must be valid. Malformed fields are errors; failed checks are recorded in
@@ -200,6 +251,7 @@ pub fn check_collaterals(
     c: &Collaterals,
     nonce: &[u8],
     trust: &EkTrust,
+    tee: &TeeTrust,
     activate: &dyn Fn(&MadeCredential) -> Result<Vec<u8>>,
     now_unix: u64,
     origin: Origin,
@@ -219,6 +271,7 @@ pub fn check_collaterals(
         TPM_ALG_SHA256,
         &sha256,
     );
+    let ak = Public::parse_tpm2b(&ak_public);
     let (pcrs, ak_name) = match quoted {
         Ok(q) => {
             checks.push(AttestCheck::from_result(
@@ -250,6 +303,50 @@ pub fn check_collaterals(
     };
     checks.push(AttestCheck::from_result(CheckKind::AkEkBinding, binding));
     checks.push(check_ek_certificate(c, ek.as_ref().ok(), trust, now_unix));
+    let signing_key = match (&c.signing_key, &ak, &ak_name) {
+        (Some(sk), Ok(ak), Some(_)) => {
+            let quoted = pcrs.get(&HashAlg::SHA256).cloned().unwrap_or_default();
+            let verified = verify_signing_key(sk, ak, nonce, &quoted);
+            checks.push(AttestCheck::from_result(
+                CheckKind::SigningKey,
+                verified
+                    .as_ref()
+                    .map(|k| {
+                        format!(
+                        "boot signing key {} certified by the AK for this nonce, usable only with \
+                         the quoted PCRs 0-15, 23 (PolicyPCR)",
+                        k.key_hash
+                    )
+                    })
+                    .map_err(|e| anyhow::anyhow!("{e:#}")),
+            ));
+            verified.ok()
+        }
+        (Some(_), _, _) => {
+            checks.push(AttestCheck::from_result(
+                CheckKind::SigningKey,
+                Err(anyhow::anyhow!(
+                    "not checked: the quote (and so the AK) did not verify"
+                )),
+            ));
+            None
+        }
+        (None, _, _) => None,
+    };
+    checks.push(match &ak_name {
+        Some(name) => check_tee(
+            c.tee_report.as_ref(),
+            &tee_report_data(nonce, name),
+            tee,
+            now_unix,
+        ),
+        None => AttestCheck::from_result(
+            CheckKind::TeeReport,
+            Err(anyhow::anyhow!(
+                "not checked: the quote (and so the AK) did not verify"
+            )),
+        ),
+    });
 
     let eventlog = match &c.eventlog {
         Some(log) => parse_eventlog(&b64("eventlog", log)?, "the collaterals' eventlog")?,
@@ -274,6 +371,7 @@ pub fn check_collaterals(
             nonce: nonce.to_vec(),
         }),
         attestation: checks,
+        signing_key,
     })
 }
 

@@ -28,13 +28,17 @@ const OID_ECDSA_WITH_SHA384: &str = "1.2.840.10045.4.3.3";
 pub fn load_bundle(path: &Path) -> Result<Vec<Certificate>> {
     let pem = std::fs::read(path)
         .with_context(|| format!("cannot read the EK CA bundle {}", path.display()))?;
-    let certs = Certificate::load_pem_chain(&pem).with_context(|| {
+    parse_bundle(&pem, &path.display().to_string())
+}
+
+/// Parses a PEM bundle of trusted EK CA certificates; `what` names it in errors.
+pub fn parse_bundle(pem: &[u8], what: &str) -> Result<Vec<Certificate>> {
+    let certs = Certificate::load_pem_chain(pem).with_context(|| {
         format!(
-            "{} is not a PEM bundle of X.509 certificates (`cvm-image run` writes OUT/ek-ca.pem)",
-            path.display()
+            "{what} is not a PEM bundle of X.509 certificates (`cvm-image run` writes OUT/ek-ca.pem)"
         )
     })?;
-    ensure!(!certs.is_empty(), "{} holds no certificate", path.display());
+    ensure!(!certs.is_empty(), "{what} holds no certificate");
     Ok(certs)
 }
 
@@ -202,7 +206,7 @@ fn strip_zeros(v: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::TempDir;
+    use crate::testutil::temp_dir;
     use std::process::Command;
 
     fn openssl(args: &[&str], dir: &Path) {
@@ -301,17 +305,17 @@ mod tests {
 
     #[test]
     fn openssl_chain_verifies_and_wrong_anchor_key_or_time_fail() {
-        let dir = TempDir::new("ekcert");
+        let dir = temp_dir("ekcert");
         let (der, ek) = chain(dir.path());
-        let mut bundle = std::fs::read(dir.join("mid.pem")).unwrap();
-        bundle.extend(std::fs::read(dir.join("root.pem")).unwrap());
-        std::fs::write(dir.join("bundle.pem"), &bundle).unwrap();
-        let certs = load_bundle(&dir.join("bundle.pem")).unwrap();
+        let mut bundle = std::fs::read(dir.path().join("mid.pem")).unwrap();
+        bundle.extend(std::fs::read(dir.path().join("root.pem")).unwrap());
+        std::fs::write(dir.path().join("bundle.pem"), &bundle).unwrap();
+        let certs = load_bundle(&dir.path().join("bundle.pem")).unwrap();
         let names = verify_ek_certificate(&der, &certs, &ek, now()).unwrap();
         assert_eq!(names, ["CN=ek", "CN=mid", "CN=root"]);
 
         // Without the root, the chain ends at an untrusted issuer.
-        let only_mid = load_bundle(&dir.join("mid.pem")).unwrap();
+        let only_mid = load_bundle(&dir.path().join("mid.pem")).unwrap();
         let e = format!(
             "{:#}",
             verify_ek_certificate(&der, &only_mid, &ek, now()).unwrap_err()
@@ -350,10 +354,10 @@ mod tests {
             ],
             dir.path(),
         );
-        let mut forged = std::fs::read(dir.join("mid.pem")).unwrap();
-        forged.extend(std::fs::read(dir.join("other.pem")).unwrap());
-        std::fs::write(dir.join("forged.pem"), &forged).unwrap();
-        let forged = load_bundle(&dir.join("forged.pem")).unwrap();
+        let mut forged = std::fs::read(dir.path().join("mid.pem")).unwrap();
+        forged.extend(std::fs::read(dir.path().join("other.pem")).unwrap());
+        std::fs::write(dir.path().join("forged.pem"), &forged).unwrap();
+        let forged = load_bundle(&dir.path().join("forged.pem")).unwrap();
         let e = format!(
             "{:#}",
             verify_ek_certificate(&der, &forged, &ek, now()).unwrap_err()

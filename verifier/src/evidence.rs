@@ -42,8 +42,10 @@ pub struct Evidence {
     pub runtime: Option<Vec<RuntimeEvent>>,
     /// The TPM quote (agent evidence only).
     pub quote: Option<Quote>,
-    /// Outcome of the quote, AK↔EK and EK certificate checks (agent evidence only).
+    /// Outcome of the quote, AK↔EK, EK certificate, signing key and TEE checks (agent evidence only).
     pub attestation: Vec<super::collaterals::AttestCheck>,
+    /// The agent's boot signing key, when its certification and PCR policy checked out.
+    pub signing_key: Option<crate::attest::signing_key::VerifiedSigningKey>,
 }
 
 /// Where the evidence came from.
@@ -101,6 +103,7 @@ impl Evidence {
             runtime,
             quote: None,
             attestation: vec![],
+            signing_key: None,
         })
     }
 }

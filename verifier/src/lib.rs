@@ -4,10 +4,12 @@
 //! |---|---|
 //! | [`golden`] | the `golden-measurement.json` schema and loader |
 //! | [`golden_sign`] | detached signatures over golden files (ECDSA P-256, RSA) |
+//! | [`agent_golden`] | the golden file an agent serves from the ESP, trusted by its signature |
 //! | [`evidence`] | PCR values + event logs, from files or from an agent |
 //! | [`collaterals`] | the agent's `/collaterals`: nonce, quote, AK↔EK activation, EK chain |
 //! | [`ekcert`] | EK certificate chains |
 //! | [`attest`] | TPM2 structures, quote signatures, MakeCredential, SEV-SNP reports |
+//! | [`tee`] | the SEV-SNP report / TDX quote in the collaterals |
 //! | [`check`] | evidence vs one golden profile → [`check::Verdict`] |
 //! | [`report`] | the verdict as a per-PCR text table |
 //!
@@ -15,6 +17,7 @@
 //! over evidence built by [`collaterals::check_collaterals`], so a VM verifies a peer exactly as the
 //! host does.
 
+pub mod agent_golden;
 pub mod attest;
 pub mod check;
 pub mod collaterals;
@@ -23,6 +26,7 @@ pub mod evidence;
 pub mod golden;
 pub mod golden_sign;
 pub mod report;
+pub mod tee;
 
 #[cfg(test)]
 mod testutil;

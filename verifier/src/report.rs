@@ -1,7 +1,8 @@
 //! The text form of a [`Verdict`]: logs, a per-PCR table, the event-level differences, the verdict.
 
 use crate::check::{LogCheck, LogKind, LogStatus, PcrResult, PcrStatus, Verdict};
-use crate::collaterals::{AttestCheck, CheckKind, CheckStatus};
+use crate::collaterals::{AttestCheck, CheckStatus};
+use crate::golden::Source;
 use std::fmt::Write;
 
 /// Render `v` for a terminal (`golden` names the golden file in the header).
@@ -59,11 +60,7 @@ pub fn render_text(v: &Verdict, golden: &str) -> String {
 }
 
 fn attest_line(c: &AttestCheck) -> String {
-    let name = match c.check {
-        CheckKind::Quote => "TPM quote",
-        CheckKind::AkEkBinding => "AK↔EK binding",
-        CheckKind::EkCertificate => "EK certificate",
-    };
+    let name = c.check.label();
     let status = match c.status {
         CheckStatus::Ok => "ok",
         CheckStatus::Failed => "FAILED",
@@ -134,6 +131,44 @@ fn pcr_line(r: &PcrResult) -> String {
         if let Some(e) = &r.expected {
             let _ = writeln!(s, "{:>50} {e}", "expected");
         }
+        // A reference value names what it was recorded with (e.g. the QEMU version for PCR 1):
+        // the likely cause of the difference.
+        if let (Source::Reference, Some(note)) = (r.source, &r.note) {
+            let _ = writeln!(s, "{:>50} {note}", "reference");
+        }
     }
     s
+}
+
+#[cfg(test)]
+mod reference_note_tests {
+    use super::*;
+    use cvm_measure::eventlog::HashAlg;
+
+    fn result(source: Source, status: PcrStatus) -> PcrResult {
+        PcrResult {
+            pcr: 1,
+            bank: HashAlg::SHA256,
+            enforce: true,
+            source,
+            status,
+            expected: Some("aa".into()),
+            reported: Some("bb".into()),
+            note: Some("recorded with QEMU emulator version 7.2.19".into()),
+        }
+    }
+
+    /// A differing reference PCR names what the reference was recorded with (its likely cause).
+    #[test]
+    fn a_differing_reference_pcr_shows_its_note() {
+        let line = pcr_line(&result(Source::Reference, PcrStatus::Differs));
+        assert!(
+            line.contains("reference recorded with QEMU emulator version 7.2.19"),
+            "{line}"
+        );
+        let ok = pcr_line(&result(Source::Reference, PcrStatus::Ok));
+        assert!(!ok.contains("QEMU"), "{ok}");
+        let predicted = pcr_line(&result(Source::Predicted, PcrStatus::Differs));
+        assert!(!predicted.contains("QEMU"), "{predicted}");
+    }
 }

@@ -5,6 +5,10 @@
 //! package, sorted by name (then suite, arch) so `cvm-image lock` produces byte-identical output for
 //! the same resolution and diffs stay minimal. Unknown keys are errors: a misspelt `sha256` must not
 //! silently disable verification.
+//!
+//! The lock also pins recorded reference boots (`[[reference]]`, written by
+//! `cvm-image lock --record-reference`): files in the repository whose sha256 is checked before a
+//! build uses their values (PCR 0 and 1 of the qemu profile, src/reference).
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -33,12 +37,26 @@ pub struct LockedPackage {
     pub filename: String,
 }
 
+/// One pinned reference file (a recorded reference boot), by content hash.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LockedReference {
+    /// What it is the reference of (e.g. `qemu-ovmf`, `qemu-ovmf-secureboot`).
+    pub name: String,
+    /// Path relative to the lock file's directory, `/`-separated (e.g. `reference/qemu-ovmf.json`).
+    pub file: String,
+    /// SHA-256 of the file, lower-case hex.
+    pub sha256: String,
+}
+
 /// The whole lock file.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Lockfile {
     #[serde(rename = "package", default)]
     pub packages: Vec<LockedPackage>,
+    #[serde(rename = "reference", default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<LockedReference>,
 }
 
 impl Lockfile {
@@ -89,10 +107,23 @@ impl Lockfile {
         self.sort();
     }
 
+    /// The pinned reference file `name`, if any.
+    pub fn reference(&self, name: &str) -> Option<&LockedReference> {
+        self.references.iter().find(|r| r.name == name)
+    }
+
+    /// Pin `reference`, replacing an existing pin of the same name.
+    pub fn upsert_reference(&mut self, reference: LockedReference) {
+        self.references.retain(|r| r.name != reference.name);
+        self.references.push(reference);
+        self.sort();
+    }
+
     fn sort(&mut self) {
         self.packages.sort_by(|a, b| {
             (&a.name, &a.suite, &a.arch, &a.version).cmp(&(&b.name, &b.suite, &b.arch, &b.version))
         });
+        self.references.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
     /// Reject what would make the lock ambiguous (two pins for one name) or unusable as a cache key.
@@ -118,6 +149,41 @@ impl Lockfile {
                 bail!(
                     "package {:?}: name, version, suite and arch must not be empty",
                     p.name
+                );
+            }
+        }
+        self.validate_references()
+    }
+
+    /// One pin per reference name, a real hash, and a path that stays inside the lock's directory.
+    fn validate_references(&self) -> Result<()> {
+        let mut names: Vec<&str> = self.references.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!(
+                "reference {} is pinned more than once; keep one [[reference]] entry per name \
+                 (re-record it with `cvm-image lock --record-reference`)",
+                w[0]
+            );
+        }
+        for r in &self.references {
+            if !super::is_sha256_hex(&r.sha256) {
+                bail!(
+                    "reference {}: sha256 {:?} is not 64 lower-case hex digits",
+                    r.name,
+                    r.sha256
+                );
+            }
+            let inside = !r.file.is_empty()
+                && !r.file.starts_with('/')
+                && r.file
+                    .split('/')
+                    .all(|c| !c.is_empty() && c != "." && c != "..");
+            if r.name.is_empty() || !inside {
+                bail!(
+                    "reference {:?}: file {:?} must be a relative path below the lock file's directory",
+                    r.name,
+                    r.file
                 );
             }
         }
@@ -160,6 +226,7 @@ mod tests {
                 pkg("ovmf", "bookworm", 'b'),
                 pkg("linux-image-x", "bookworm-security", 'a'),
             ],
+            ..Lockfile::default()
         };
         lock.save(&path).unwrap();
         let loaded = Lockfile::load(&path).unwrap();
@@ -173,9 +240,11 @@ mod tests {
     fn output_is_deterministic_and_independent_of_insertion_order() {
         let a = Lockfile {
             packages: vec![pkg("b", "s", '1'), pkg("a", "s", '2')],
+            ..Lockfile::default()
         };
         let b = Lockfile {
             packages: vec![pkg("a", "s", '2'), pkg("b", "s", '1')],
+            ..Lockfile::default()
         };
         let text = a.to_toml().unwrap();
         assert_eq!(text, b.to_toml().unwrap());
@@ -225,6 +294,7 @@ mod tests {
     fn duplicate_and_malformed_entries_are_rejected() {
         let dup = Lockfile {
             packages: vec![pkg("a", "s", '1'), pkg("a", "t", '2')],
+            ..Lockfile::default()
         };
         assert!(dup
             .to_toml()
@@ -235,6 +305,7 @@ mod tests {
         bad.sha256 = "../../etc/passwd".into();
         let bad = Lockfile {
             packages: vec![bad],
+            ..Lockfile::default()
         };
         assert!(bad
             .to_toml()
@@ -250,6 +321,43 @@ mod tests {
         lock.upsert(pkg("a", "t", '2'));
         assert_eq!(lock.packages.len(), 1);
         assert_eq!(lock.get("a").unwrap().suite, "t");
+    }
+
+    #[test]
+    fn references_round_trip_after_the_packages_and_are_validated() {
+        let mut lock = Lockfile {
+            packages: vec![pkg("a", "s", '1')],
+            ..Lockfile::default()
+        };
+        let reference = |name: &str, file: &str| LockedReference {
+            name: name.into(),
+            file: file.into(),
+            sha256: "c".repeat(64),
+        };
+        lock.upsert_reference(reference("z-ref", "reference/z.json"));
+        lock.upsert_reference(reference("qemu-ovmf", "reference/old.json"));
+        lock.upsert_reference(reference("qemu-ovmf", "reference/qemu-ovmf.json"));
+        let text = lock.to_toml().unwrap();
+        let tail = format!(
+            "[[reference]]\nname = \"qemu-ovmf\"\nfile = \"reference/qemu-ovmf.json\"\nsha256 = \"{c}\"\n\n\
+             [[reference]]\nname = \"z-ref\"\nfile = \"reference/z.json\"\nsha256 = \"{c}\"\n",
+            c = "c".repeat(64)
+        );
+        assert!(text.ends_with(&tail), "{text}");
+        let parsed = Lockfile::parse(&text).unwrap();
+        assert_eq!(parsed, lock);
+        assert_eq!(
+            parsed.reference("qemu-ovmf").unwrap().file,
+            "reference/qemu-ovmf.json"
+        );
+        for bad in ["../x.json", "/etc/x.json", "reference//x.json", ""] {
+            let l = Lockfile {
+                references: vec![reference("r", bad)],
+                ..Lockfile::default()
+            };
+            let err = l.to_toml().unwrap_err().to_string();
+            assert!(err.contains("relative path"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -26,6 +26,18 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+/// QEMU machine type of every run.
+pub const MACHINE_TYPE: &str = "q35";
+/// Guest memory and vCPUs of a run unless `run --memory/--cpus` say otherwise (the configuration the
+/// reference boot is recorded with, src/reference).
+pub const DEFAULT_MEMORY_MIB: u32 = 1024;
+pub const DEFAULT_CPUS: u32 = 1;
+/// The devices of a run, as `-device` values. Their PCI slots decide the boot options OVMF creates,
+/// which it measures into PCR 1: the boot disk is 00:01.0 because it is the first device.
+const DISK_DEVICE: &str = "virtio-blk-pci,drive=disk0,bootindex=1";
+const NET_DEVICE: &str = "virtio-net-pci,netdev=net0,romfile=";
+const TPM_DEVICE: &str = "tpm-crb,tpmdev=tpm0";
+
 /// The guest's attestation API port (DESIGN §3).
 pub const GUEST_AGENT_PORT: u16 = 8000;
 /// The example workload's HTTP port.
@@ -70,6 +82,41 @@ pub struct QemuConfig {
     pub secure_boot: bool,
 }
 
+/// The guest-visible machine of a run: what the firmware can see and measure (PCR 0/1), without the
+/// per-run paths and ports. [`args`] is built from it, so a recorded reference names exactly what ran.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    /// `-machine` value.
+    pub machine: String,
+    /// `cfi.pflash01` `secure=on`: the variable flash is writable only from SMM.
+    pub secure_pflash: bool,
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// `-device` values, in command-line order (this order assigns the PCI slots).
+    pub devices: Vec<String>,
+}
+
+/// The machine of a run with these settings.
+pub fn machine(secure_boot: bool, accel: Accel, memory_mib: u32, cpus: u32) -> Machine {
+    let machine = if secure_boot {
+        format!("{MACHINE_TYPE},smm=on")
+    } else {
+        MACHINE_TYPE.to_string()
+    };
+    Machine {
+        machine,
+        secure_pflash: secure_boot,
+        accel,
+        memory_mib,
+        cpus,
+        devices: [DISK_DEVICE, NET_DEVICE, TPM_DEVICE]
+            .map(String::from)
+            .to_vec(),
+    }
+}
+
 /// Escapes a path for a QEMU option value: ',' is the separator and is written as ",,".
 fn q(path: &Path) -> String {
     path.to_string_lossy().replace(',', ",,")
@@ -77,29 +124,28 @@ fn q(path: &Path) -> String {
 
 /// The arguments after the program name.
 pub fn args(c: &QemuConfig) -> Vec<OsString> {
+    let m = machine(c.secure_boot, c.accel, c.memory_mib, c.cpus);
     let mut a: Vec<String> = vec!["-nodefaults".into(), "-no-user-config".into()];
     let mut opt = |k: &str, v: String| {
         a.push(k.into());
         a.push(v);
     };
-    if c.secure_boot {
-        opt("-machine", "q35,smm=on".into());
+    opt("-machine", m.machine.clone());
+    if m.secure_pflash {
         opt(
             "-global",
             "driver=cfi.pflash01,property=secure,value=on".into(),
         );
-    } else {
-        opt("-machine", "q35".into());
     }
-    match c.accel {
+    match m.accel {
         Accel::Tcg => opt("-accel", "tcg".into()),
         Accel::Kvm => {
             opt("-accel", "kvm".into());
             opt("-cpu", "host".into());
         }
     }
-    opt("-m", c.memory_mib.to_string());
-    opt("-smp", c.cpus.to_string());
+    opt("-m", m.memory_mib.to_string());
+    opt("-smp", m.cpus.to_string());
     opt("-display", "none".into());
     opt(
         "-drive",
@@ -120,7 +166,7 @@ pub fn args(c: &QemuConfig) -> Vec<OsString> {
             q(&c.disk)
         ),
     );
-    opt("-device", "virtio-blk-pci,drive=disk0,bootindex=1".into());
+    opt("-device", m.devices[0].clone());
     let mut netdev = "user,id=net0".to_string();
     for f in &c.forwards {
         netdev.push_str(&format!(
@@ -131,13 +177,13 @@ pub fn args(c: &QemuConfig) -> Vec<OsString> {
         ));
     }
     opt("-netdev", netdev);
-    opt("-device", "virtio-net-pci,netdev=net0,romfile=".into());
+    opt("-device", m.devices[1].clone());
     opt(
         "-chardev",
         format!("socket,id=chrtpm,path={}", q(&c.tpm_socket)),
     );
     opt("-tpmdev", "emulator,id=tpm0,chardev=chrtpm".into());
-    opt("-device", "tpm-crb,tpmdev=tpm0".into());
+    opt("-device", m.devices[2].clone());
     opt(
         "-chardev",
         format!("file,id=console,path={}", q(&c.console_log)),

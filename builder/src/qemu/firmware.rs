@@ -24,6 +24,8 @@ pub struct Firmware {
     pub package: String,
     pub version: String,
     pub sha256: String,
+    /// The lock file it is pinned in (which also pins the recorded reference boots).
+    pub lock: PathBuf,
 }
 
 /// Fetches (from the cache; downloading only if absent) and verifies the spec's pinned firmware.
@@ -52,6 +54,7 @@ pub fn resolve(
         package: pkg.name.clone(),
         version: pkg.version.clone(),
         sha256: pkg.sha256.clone(),
+        lock: opts.lock,
     })
 }
 

@@ -14,13 +14,7 @@ pub struct Response {
 /// `http_proxy` set in the environment (common on build machines) must not capture them. Non-2xx
 /// statuses are returned, not turned into errors.
 pub fn get(url: &str, timeout: Duration) -> Result<Response> {
-    let config = ureq::Agent::config_builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build();
-    let agent = ureq::Agent::new_with_config(config);
-    let mut resp = agent
+    let mut resp = agent(timeout)
         .get(url)
         .call()
         .with_context(|| format!("GET {url}"))?;
@@ -30,6 +24,36 @@ pub fn get(url: &str, timeout: Duration) -> Result<Response> {
         .read_to_string()
         .with_context(|| format!("reading the body of GET {url}"))?;
     Ok(Response { status, body })
+}
+
+/// A response with a binary body (e.g. the agent's raw TCG event log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BytesResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Like [`get`], for a binary body.
+pub fn get_bytes(url: &str, timeout: Duration) -> Result<BytesResponse> {
+    let mut resp = agent(timeout)
+        .get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .read_to_vec()
+        .with_context(|| format!("reading the body of GET {url}"))?;
+    Ok(BytesResponse { status, body })
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build();
+    ureq::Agent::new_with_config(config)
 }
 
 #[cfg(test)]

@@ -60,10 +60,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub detach: bool,
     /// Guest memory in MiB.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = cmdline::DEFAULT_MEMORY_MIB)]
     pub memory: u32,
     /// Virtual CPUs.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = cmdline::DEFAULT_CPUS)]
     pub cpus: u32,
     /// Seconds to wait for the agent's /health before giving up (TCG boots take 15–40 s).
     #[arg(long, default_value_t = 300)]
@@ -123,6 +123,11 @@ pub fn prepare(args: &RunArgs) -> Result<VmConfig> {
             fw.version
         );
     }
+    crate::reference::warn_if_qemu_differs(
+        &fw.lock,
+        crate::reference::Variant::of(args.secure_boot),
+        &qemu,
+    );
     let (ovmf_code, ovmf_vars_template) = if args.secure_boot {
         (fw.secure_boot_code, enrolled_vars(&args.out)?)
     } else {

@@ -16,14 +16,15 @@
 //! | 9 | Linux stub: LoadOptions (UTF-16 cmdline), initrd | [`pcr9`] |
 //! | 11 | systemd-stub: two EV_IPL per UKI section | [`pcr11`] |
 //! | 8, 12–15 | none: the value stays zero | [`EMPTY_PCRS`] |
-//! | 23 | the init's workload events (SHA-256 bank only) | [`pcr23`] |
+//! | 23 | the init's workload events | [`pcr23`] |
 //!
 //! PCRs 0 and 1 depend on the OVMF build and on the QEMU configuration (firmware volumes, ACPI
 //! tables, boot options the firmware creates) and are not predicted here; PCR 10 belongs to IMA.
 //!
-//! Banks: every event is predicted in every requested bank except the Authenticode digests of PCR
-//! 4, which [`crate::pe`] computes in SHA-256 only (asking for another bank there is an
-//! [`PredictError::UnsupportedBank`] error), and PCR 23, which the init extends in SHA-256 only.
+//! Banks: every event is predicted in every requested bank of SHA-1, SHA-256, SHA-384 and SHA-512
+//! (the firmware measures the same bytes into every active bank, Authenticode included; another
+//! algorithm is an [`PredictError::UnsupportedBank`] error). PCR 23 carries the banks of the
+//! [`RuntimeEvent`]s given (the init extends every active bank).
 
 pub mod pcr11;
 pub mod pcr23;
@@ -61,7 +62,7 @@ pub enum PredictError {
     #[error("not predicted: {0}")]
     Unsupported(String),
     /// A digest this crate cannot compute in that bank.
-    #[error("{what} cannot be predicted in bank {bank}: only sha256 is implemented for it")]
+    #[error("{what} cannot be predicted in bank {bank}: only sha1, sha256, sha384 and sha512 are implemented")]
     UnsupportedBank { what: String, bank: HashAlg },
 }
 

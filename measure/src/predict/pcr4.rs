@@ -115,7 +115,8 @@ fn application_event(description: String, digests: Vec<(HashAlg, Vec<u8>)>) -> E
     )
 }
 
-/// The firmware's Authenticode digest of `image` (no 8-byte tail padding) in every bank.
+/// The firmware's Authenticode digest of `image` (no 8-byte tail padding) in every bank: edk2
+/// hashes the same ranges once per active bank.
 fn authenticode_firmware(
     image: &[u8],
     what: &str,
@@ -123,14 +124,22 @@ fn authenticode_firmware(
 ) -> Result<Vec<(HashAlg, Vec<u8>)>> {
     banks
         .iter()
-        .map(|&bank| match bank {
-            HashAlg::SHA256 => pe::authenticode_sha256_firmware(image)
-                .map(|d| (bank, d.to_vec()))
-                .map_err(PredictError::pe(format!("Authenticode of {what}"))),
-            _ => Err(PredictError::UnsupportedBank {
-                what: format!("Authenticode of {what}"),
-                bank,
-            }),
+        .map(|&bank| {
+            let digest = match bank {
+                HashAlg::SHA1 => pe::authenticode_firmware::<sha1::Sha1>(image),
+                HashAlg::SHA256 => pe::authenticode_firmware::<sha2::Sha256>(image),
+                HashAlg::SHA384 => pe::authenticode_firmware::<sha2::Sha384>(image),
+                HashAlg::SHA512 => pe::authenticode_firmware::<sha2::Sha512>(image),
+                _ => {
+                    return Err(PredictError::UnsupportedBank {
+                        what: format!("Authenticode of {what}"),
+                        bank,
+                    })
+                }
+            };
+            digest
+                .map(|d| (bank, d))
+                .map_err(PredictError::pe(format!("Authenticode of {what}")))
         })
         .collect()
 }
@@ -205,9 +214,38 @@ mod tests {
     }
 
     #[test]
-    fn other_banks_and_non_stubs_are_refused() {
+    fn every_bank_has_the_kernel_authenticode() {
+        let dir = std::env::temp_dir().join(format!("cvm-pcr4-banks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let uki = objcopy_uki(&dir);
+        let banks = [
+            HashAlg::SHA1,
+            HashAlg::SHA256,
+            HashAlg::SHA384,
+            HashAlg::SHA512,
+        ];
+        let p = Pcr4::new(&uki, "\\EFI\\BOOT\\BOOTX64.EFI", &banks).unwrap();
+        for e in p.events() {
+            let banks_of: Vec<HashAlg> = e.digests.keys().copied().collect();
+            assert_eq!(banks_of, banks, "{}", e.description);
+        }
+        // The kernel buffer is the whole signed vmlinuz (8-aligned before its certificate table,
+        // so the firmware and signer forms agree): virt-firmware's Authenticode of that file.
+        let kernel = p.kernel.unwrap();
+        let names = ["sha1", "sha256", "sha384", "sha512"];
+        let theirs = crate::pe::tests::virt_firmware_authenticode(&dir.join("vmlinuz"), &names);
+        let ours: Vec<String> = banks
+            .iter()
+            .map(|b| hex::encode(&kernel.digests[b]))
+            .collect();
+        assert_eq!(ours, theirs);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn other_algorithms_and_non_stubs_are_refused() {
         let stub = fixture(STUB);
-        let e = Pcr4::new(&stub, "x", &[HashAlg::SHA384]).unwrap_err();
+        let e = Pcr4::new(&stub, "x", &[HashAlg::SM3_256]).unwrap_err();
         assert!(matches!(e, PredictError::UnsupportedBank { .. }), "{e}");
         // A bare stub has no .linux.
         let e = Pcr4::new(&stub, "x", &[HashAlg::SHA256]).unwrap_err();

@@ -236,7 +236,7 @@ mod tests {
     struct Swtpm {
         child: Child,
         port: u16,
-        _dir: crate::testutil::TempDir,
+        _dir: tempfile::TempDir,
     }
 
     impl Drop for Swtpm {
@@ -247,7 +247,7 @@ mod tests {
     }
 
     fn swtpm(tag: &str) -> Swtpm {
-        let dir = crate::testutil::TempDir::new(tag);
+        let dir = crate::testutil::temp_dir(tag);
         let port = loop {
             let p = TcpListener::bind("127.0.0.1:0")
                 .unwrap()

@@ -5,6 +5,7 @@
 //! | [`tpm2`] | parsing of TPMT_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE; object Names |
 //! | [`quote`] | AK signature over the quote, nonce = extraData, pcrDigest over the reported PCRs |
 //! | [`credential`] | TPM2_MakeCredential for the AK↔EK proof (RSA-OAEP or ECDH seed, KDFa, AES-CFB, HMAC) |
+//! | [`signing_key`] | the agent's boot signing key: AK certification, PolicyPCR over the quoted PCRs |
 //! | [`snp`] | SEV-SNP report parsing, ARK → ASK/ASVK → VCEK/VLEK chain, report signature, TCB |
 //! | [`tdx`] | TDX quotes: DCAP verification with Intel collateral, report data, CCEL → RTMR replay |
 //!
@@ -13,6 +14,7 @@
 
 pub mod credential;
 pub mod quote;
+pub mod signing_key;
 pub mod snp;
 pub mod tdx;
 pub mod tpm2;

@@ -149,15 +149,8 @@ pub fn verify_quote(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
-    fn testdata(rel: &str) -> Vec<u8> {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/testdata")
-            .join(rel);
-        std::fs::read(&p)
-            .unwrap_or_else(|e| panic!("{}: {e} (shared testdata is required)", p.display()))
-    }
+    use crate::testutil::testdata;
 
     /// AK TPM2B_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE and the reported SHA-256 PCRs.
     type QuoteFixture = (Vec<u8>, Vec<u8>, Vec<u8>, BTreeMap<u32, Vec<u8>>);

@@ -10,7 +10,7 @@
 //! VCEK, its hwID must equal the report's CHIP_ID.
 
 use anyhow::{bail, ensure, Context, Result};
-use der::{Decode, Encode};
+use der::{Decode, DecodePem, Encode};
 use rsa::{Pss, RsaPublicKey};
 use sha2::{Digest, Sha384};
 use x509_cert::Certificate;
@@ -82,7 +82,7 @@ pub enum Product {
 }
 
 impl Product {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Product::Milan => "Milan",
             Product::Genoa => "Genoa",
@@ -242,8 +242,32 @@ fn check_validity(cert: &Certificate, at_unix: u64, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parses and checks a KDS `cert_chain` (PEM: ASK/ASVK then ARK): ARK self-signed, ARK → ASK,
-/// names `ARK-<P>` and `SEV-<P>` / `SEV-VLEK-<P>`.
+/// AMD's root keys, as published by the KDS (`/vcek/v1/{product}/cert_chain`, second certificate):
+/// a chain is only trusted when its ARK is one of these, byte for byte.
+const PINNED_ARKS: [(Product, &str); 3] = [
+    (Product::Milan, include_str!("amd/ark-milan.pem")),
+    (Product::Genoa, include_str!("amd/ark-genoa.pem")),
+    (Product::Turin, include_str!("amd/ark-turin.pem")),
+];
+
+/// The ARK must be AMD's for `product`, not merely self-signed with the right name.
+fn check_pinned_ark(ark: &Certificate, product: Product) -> Result<()> {
+    let (_, pem) = PINNED_ARKS
+        .iter()
+        .find(|(p, _)| *p == product)
+        .context("no pinned ARK for this product")?;
+    let pinned = Certificate::from_pem(pem.as_bytes()).context("the pinned ARK")?;
+    ensure!(
+        ark.to_der().context("re-encoding the ARK")?
+            == pinned.to_der().context("the pinned ARK")?,
+        "the chain's ARK-{} is not AMD's published ARK-{}",
+        product.name(),
+        product.name()
+    );
+    Ok(())
+}
+
+/// Parses and checks a KDS `cert_chain` (PEM: ASK/ASVK then ARK): see [`verify_chain_certs`].
 pub fn verify_chain(pem: &[u8]) -> Result<AmdChain> {
     let certs =
         Certificate::load_pem_chain(pem).context("parsing the AMD certificate chain PEM")?;
@@ -253,6 +277,12 @@ pub fn verify_chain(pem: &[u8]) -> Result<AmdChain> {
             c.len()
         )
     })?;
+    verify_chain_certs(ask, ark)
+}
+
+/// Checks an ASK/ASVK and ARK: the ARK is AMD's pinned root of its product and self-signed,
+/// ARK → ASK, names `ARK-<P>` and `SEV-<P>` / `SEV-VLEK-<P>`.
+pub fn verify_chain_certs(ask: Certificate, ark: Certificate) -> Result<AmdChain> {
     let ark_cn = common_name(&ark)?;
     let product = match ark_cn.as_str() {
         "ARK-Milan" => Product::Milan,
@@ -260,6 +290,7 @@ pub fn verify_chain(pem: &[u8]) -> Result<AmdChain> {
         "ARK-Turin" => Product::Turin,
         other => bail!("root common name {other:?} is not an AMD ARK (ARK-Milan/Genoa/Turin)"),
     };
+    check_pinned_ark(&ark, product)?;
     let ask_cn = common_name(&ask)?;
     let is_vlek_chain = ask_cn == format!("SEV-VLEK-{}", product.name());
     ensure!(
@@ -386,14 +417,10 @@ pub fn verify_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
+    /// A file of the shared SEV-SNP testdata.
     fn testdata(rel: &str) -> Vec<u8> {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/testdata/sev-snp")
-            .join(rel);
-        std::fs::read(&p)
-            .unwrap_or_else(|e| panic!("{}: {e} (shared testdata is required)", p.display()))
+        crate::testutil::testdata(&format!("sev-snp/{rel}"))
     }
 
     /// 2024-06-01T00:00:00Z: inside every VCEK's validity except the VLEK's (2024-12-10 – 2025-12-10).

@@ -20,6 +20,8 @@ pub const TPM_ECC_NIST_P256: u16 = 0x0003;
 pub const TPM_GENERATED_VALUE: u32 = 0xFF54_4347;
 /// `TPM_ST_ATTEST_QUOTE`.
 pub const TPM_ST_ATTEST_QUOTE: u16 = 0x8018;
+/// `TPM_ST_ATTEST_CERTIFY`.
+pub const TPM_ST_ATTEST_CERTIFY: u16 = 0x8017;
 /// `TPMA_OBJECT` bits a verifier checks on an AK or EK.
 pub const TPMA_FIXED_TPM: u32 = 1 << 1;
 pub const TPMA_RESTRICTED: u32 = 1 << 16;
@@ -248,10 +250,21 @@ pub struct Attest {
     pub pcr_digest: Vec<u8>,
 }
 
-impl Attest {
-    /// Parses a TPMS_ATTEST and requires it to be a TPM-generated quote.
-    pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(bytes, "TPMS_ATTEST");
+/// The fields every `TPMS_ATTEST` starts with, up to its type-specific `attested` union.
+struct AttestHeader {
+    qualified_signer: Vec<u8>,
+    extra_data: Vec<u8>,
+    clock: u64,
+    reset_count: u32,
+    restart_count: u32,
+    safe: bool,
+    firmware_version: u64,
+}
+
+impl AttestHeader {
+    /// Reads magic, type (which must be `want_type`, named `type_name` in the error), signer,
+    /// extraData, clockInfo and firmwareVersion.
+    fn read(r: &mut Reader<'_>, want_type: u16, type_name: &str) -> Result<Self> {
         let magic = r.u32()?;
         ensure!(
             magic == TPM_GENERATED_VALUE,
@@ -259,16 +272,26 @@ impl Attest {
         );
         let type_ = r.u16()?;
         ensure!(
-            type_ == TPM_ST_ATTEST_QUOTE,
-            "TPMS_ATTEST type {type_:#06x} is not TPM_ST_ATTEST_QUOTE (0x8018)"
+            type_ == want_type,
+            "TPMS_ATTEST type {type_:#06x} is not {type_name} ({want_type:#06x})"
         );
-        let qualified_signer = r.tpm2b()?.to_vec();
-        let extra_data = r.tpm2b()?.to_vec();
-        let clock = r.u64()?;
-        let reset_count = r.u32()?;
-        let restart_count = r.u32()?;
-        let safe = r.u8()? != 0;
-        let firmware_version = r.u64()?;
+        Ok(AttestHeader {
+            qualified_signer: r.tpm2b()?.to_vec(),
+            extra_data: r.tpm2b()?.to_vec(),
+            clock: r.u64()?,
+            reset_count: r.u32()?,
+            restart_count: r.u32()?,
+            safe: r.u8()? != 0,
+            firmware_version: r.u64()?,
+        })
+    }
+}
+
+impl Attest {
+    /// Parses a TPMS_ATTEST and requires it to be a TPM-generated quote.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes, "TPMS_ATTEST");
+        let h = AttestHeader::read(&mut r, TPM_ST_ATTEST_QUOTE, "TPM_ST_ATTEST_QUOTE")?;
         let count = r.u32()?;
         let mut pcr_select = Vec::new();
         for _ in 0..count {
@@ -284,15 +307,43 @@ impl Attest {
         let pcr_digest = r.tpm2b()?.to_vec();
         r.finish()?;
         Ok(Attest {
-            qualified_signer,
-            extra_data,
-            clock,
-            reset_count,
-            restart_count,
-            safe,
-            firmware_version,
+            qualified_signer: h.qualified_signer,
+            extra_data: h.extra_data,
+            clock: h.clock,
+            reset_count: h.reset_count,
+            restart_count: h.restart_count,
+            safe: h.safe,
+            firmware_version: h.firmware_version,
             pcr_select,
             pcr_digest,
+        })
+    }
+}
+
+/// A parsed certification (`TPMS_ATTEST` with `TPMS_CERTIFY_INFO`, TPM2_Certify's output): the
+/// signer vouches that an object with this Name is loaded in the same TPM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifyInfo {
+    /// extraData: the verifier's nonce.
+    pub extra_data: Vec<u8>,
+    /// Name of the certified object.
+    pub name: Vec<u8>,
+    /// Its qualified Name (hierarchy ‖ parents ‖ Name, hashed).
+    pub qualified_name: Vec<u8>,
+}
+
+impl CertifyInfo {
+    /// Parses a TPMS_ATTEST and requires it to be a TPM-generated certification.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes, "TPMS_ATTEST (certify)");
+        let h = AttestHeader::read(&mut r, TPM_ST_ATTEST_CERTIFY, "TPM_ST_ATTEST_CERTIFY")?;
+        let name = r.tpm2b()?.to_vec();
+        let qualified_name = r.tpm2b()?.to_vec();
+        r.finish()?;
+        Ok(CertifyInfo {
+            extra_data: h.extra_data,
+            name,
+            qualified_name,
         })
     }
 }

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use serde_json::{json, Value};
 
 /// Largest request head we read; a GET has no body.
@@ -105,30 +107,54 @@ pub fn respond(request_line: &str, config: &Config) -> (u16, Value) {
     if !version.starts_with("HTTP/1.") || parts.next().is_some() {
         return (400, json!({ "error": "malformed request line" }));
     }
-    if target != "/" {
-        return (404, json!({ "error": format!("no such path: {target}") }));
-    }
+    let route: fn(&Config) -> Result<Value, (u16, String)> = match target {
+        "/" => greeting,
+        "/signed" => signed_greeting,
+        _ => return (404, json!({ "error": format!("no such path: {target}") })),
+    };
     if method != "GET" && method != "HEAD" {
         return (
             405,
             json!({ "error": format!("{method} not allowed: use GET") }),
         );
     }
-    match greeting(config) {
+    match route(config) {
         Ok(body) => (200, body),
         Err((status, msg)) => (status, json!({ "error": msg })),
     }
 }
 
-fn greeting(config: &Config) -> Result<Value, (u16, String)> {
+fn read_greeting(config: &Config) -> Result<String, (u16, String)> {
     let greeting = std::fs::read_to_string(&config.greeting_file).map_err(|e| {
         (
             500,
             format!("reading {}: {e}", config.greeting_file.display()),
         )
     })?;
+    Ok(greeting.trim_end().to_string())
+}
+
+fn greeting(config: &Config) -> Result<Value, (u16, String)> {
+    let greeting = read_greeting(config)?;
     let pcr23 = fetch_pcr(&config.agent, WORKLOAD_PCR).map_err(|e| (502, e))?;
-    Ok(json!({ "greeting": greeting.trim_end(), "pcr23": pcr23 }))
+    Ok(json!({ "greeting": greeting, "pcr23": pcr23 }))
+}
+
+/// The greeting signed by this boot's key (the agent's loopback `/sign-message`): whoever attests
+/// this VM (`POST /verify` of a peer's agent) can check that the greeting comes from it.
+fn signed_greeting(config: &Config) -> Result<Value, (u16, String)> {
+    let greeting = read_greeting(config)?;
+    let agent = &config.agent;
+    let body = json!({ "message": BASE64.encode(greeting.as_bytes()) }).to_string();
+    let (status, answer) = http_post_json(agent, "/sign-message", &body)
+        .map_err(|e| (502, format!("agent at {agent}: {e}")))?;
+    let signed: Value = serde_json::from_slice(&answer)
+        .map_err(|e| (502, format!("agent at {agent}: invalid JSON: {e}")))?;
+    if status != 200 {
+        let msg = signed["error"].as_str().unwrap_or("no error message");
+        return Err((502, format!("agent at {agent}: HTTP {status}: {msg}")));
+    }
+    Ok(json!({ "greeting": greeting, "signed": signed }))
 }
 
 /// Asks the agent for `/pcrs` and returns the SHA-256 value of `pcr`.
@@ -148,13 +174,31 @@ pub fn fetch_pcr(agent: &str, pcr: &str) -> Result<String, String> {
 
 /// Minimal HTTP/1.1 GET with `Connection: close`; returns status and body.
 fn http_get(authority: &str, path: &str) -> io::Result<(u16, Vec<u8>)> {
+    exchange(
+        authority,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        ),
+    )
+}
+
+/// Minimal HTTP/1.1 POST of a JSON body with `Connection: close`; returns status and body.
+fn http_post_json(authority: &str, path: &str, body: &str) -> io::Result<(u16, Vec<u8>)> {
+    exchange(
+        authority,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// Sends `request` and reads the whole answer.
+fn exchange(authority: &str, request: &str) -> io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(authority)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     // One write: a peer that answers after its first read must see the whole request.
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    );
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.take(MAX_AGENT_RESPONSE).read_to_end(&mut raw)?;
@@ -239,6 +283,51 @@ mod tests {
                 agent,
             },
         )
+    }
+
+    /// The fake agent's /sign-message: the test checks the request it got was the greeting.
+    #[test]
+    fn signed_greeting_passes_the_agent_answer_through() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&raw).ends_with('}') {
+                let n = s.read(&mut buf).unwrap();
+                assert!(
+                    n > 0,
+                    "request ended early: {}",
+                    String::from_utf8_lossy(&raw)
+                );
+                raw.extend_from_slice(&buf[..n]);
+            }
+            let body = "{\"signature\":\"AAA=\",\"key_hash\":\"ab\"}";
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            String::from_utf8(raw).unwrap()
+        });
+        let (_dir, config) = config(addr);
+        let (status, body) = respond("GET /signed HTTP/1.1", &config);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["greeting"], "Hello, test!");
+        assert_eq!(body["signed"]["key_hash"], "ab");
+        let request = seen.join().unwrap();
+        assert!(
+            request.starts_with("POST /sign-message HTTP/1.1\r\n"),
+            "{request}"
+        );
+        // "Hello, test!" in base64, as `base64` (coreutils) prints it.
+        assert!(
+            request.ends_with("{\"message\":\"SGVsbG8sIHRlc3Qh\"}"),
+            "{request}"
+        );
     }
 
     const PCRS: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 39\r\n\r\n{\"sha256\":{\"22\":\"00\",\"23\":\"abcdef01\"}}";
