@@ -27,10 +27,10 @@ $(KEYS)/db.crt:
 	$(CVM) keys generate --dir $(KEYS)
 
 image: deps tool $(KEYS)/db.crt
-	$(CVM) build --spec $(SPEC) --out $(OUT) --keys $(KEYS)
+	$(CVM) build --spec $(SPEC) --out $(OUT) --keys $(KEYS) --golden-key $(KEYS)/golden.key
 
 demo: image
-	@scripts/demo.sh $(OUT)
+	@KEYS=$(KEYS) scripts/demo.sh $(OUT)
 
 test: deps fixtures
 	$(CARGO) test --locked --workspace --release --no-fail-fast

@@ -3,7 +3,10 @@
 # guest agent, show what it attests (/pcrs, /workload) and the workload's greeting, shut the VM down,
 # and print the verdict: do the PCRs the TPM reports equal the ones the build predicted?
 #
-#   scripts/demo.sh [OUT]        (default: out; CVM=path/to/cvm-image, SPEC=image.toml)
+#   scripts/demo.sh [OUT]        (default: out; CVM=path/to/cvm-image, SPEC=image.toml, KEYS=keys)
+#
+# The image carries its golden measurement signed with KEYS/golden.key on its ESP; the verifier takes
+# it from the VM's agent and trusts it only because KEYS/golden.pub verifies its signature.
 #
 # Exit status: 0 when PCR 23 (and PCR 11) equal the prediction, 1 when not, 2 when the demo could not
 # run (no image, no tools, the VM did not become healthy).
@@ -12,6 +15,7 @@ set -euo pipefail
 OUT=${1:-out}
 CVM=${CVM:-target/release/cvm-image}
 SPEC=${SPEC:-image.toml}
+KEYS=${KEYS:-keys}
 
 say() { printf '\n== %s\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 2; }
@@ -69,10 +73,14 @@ say "GET $WORKLOAD/ (the workload's greeting)"
 HELLO=$(curl -fsS --max-time 20 "$WORKLOAD/") || die "the workload did not answer"
 pretty "$HELLO"
 
-say "cvm-image verify --golden $OUT/golden-measurement.json --agent $AGENT --ek-ca $OUT/ek-ca.pem"
+say "GET $WORKLOAD/signed (the greeting signed by the VM's PCR-bound boot key)"
+SIGNED=$(curl -fsS --max-time 20 "$WORKLOAD/signed") || die "the workload did not sign"
+pretty "$SIGNED"
+
+say "cvm-image verify --agent $AGENT --ek-ca $OUT/ek-ca.pem --golden-from-agent --golden-pubkey $KEYS/golden.pub"
 VERIFY=0
-"$CVM" verify --golden "$OUT/golden-measurement.json" --profile qemu --agent "$AGENT" \
-    --ek-ca "$OUT/ek-ca.pem" || VERIFY=$?
+"$CVM" verify --golden-from-agent --golden-pubkey "$KEYS/golden.pub" --profile qemu \
+    --agent "$AGENT" --ek-ca "$OUT/ek-ca.pem" || VERIFY=$?
 
 stop_vm
 trap - EXIT

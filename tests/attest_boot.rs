@@ -30,7 +30,6 @@ use std::process::Command;
 use std::time::Duration;
 
 /// Seconds a boot may take to become healthy (TCG on a loaded machine).
-const BOOT_TIMEOUT_SECS: &str = "400";
 /// Per-request timeout towards the agent (quotes on swtpm under TCG are slow).
 const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// PCRs the agent quotes and their TPMS_PCR_SELECTION bitmap (0–15, 23).
@@ -249,25 +248,11 @@ fn golden_from_agent(agent: &str, out: &Path, keys: &Path, ek_ca: &Path) {
 fn quoted_attestation_of_one_boot() {
     let (out, golden_keys) = signed_golden_image();
     let golden_path = out.join("golden-measurement.json");
-    let o = run(Command::new(cvm_image())
-        .args(["run", "--detach", "--timeout", BOOT_TIMEOUT_SECS])
-        .arg("--spec")
-        .arg(repo().join("image.toml"))
-        .arg("--out")
-        .arg(&out));
+    let (state, stdout) = run_detached(&out);
     let _vm = RunningVm { out: out.clone() };
-    let console = std::fs::read_to_string(out.join("console.log")).unwrap_or_default();
-    assert!(
-        o.status.success(),
-        "run --detach failed:\n{}\nconsole:\n{console}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     let agent = state["agent_url"].as_str().unwrap().to_string();
     let ek_ca = PathBuf::from(state["ek_ca"].as_str().expect("run.json names ek_ca"));
     assert_eq!(ek_ca, out.join("ek-ca.pem"));
-    let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains(&format!("ek-ca    {}", ek_ca.display())),
         "{stdout}"

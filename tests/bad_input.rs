@@ -6,22 +6,10 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const REPO_ENTRIES: &[&str] = &[
-    "image.toml",
-    "cvm-image.lock",
-    "reference",
-    "workload",
-    "rootfs",
-    "esp",
-    "kernel",
-];
-
 /// A spec directory next to the repository's sources, with `edit` applied to one of its files.
 fn spec_copy(name: &str, file: &str, edit: impl Fn(String) -> String) -> PathBuf {
     let dir = scratch(name);
-    for e in REPO_ENTRIES {
-        ok(Command::new("cp").arg("-a").arg(repo().join(e)).arg(&dir));
-    }
+    copy_spec(&dir);
     let p = dir.join(file);
     let text = std::fs::read_to_string(&p).unwrap();
     let edited = edit(text.clone());

@@ -29,10 +29,8 @@ use cvm_image::spec::Spec;
 use cvm_measure::eventlog::{self, diff_pcrs, Event, EventLog, ExpectedEvent, HashAlg};
 use cvm_measure::predict::{self, pcr23, PREDICTED_PCRS};
 use cvm_measure::workload::{self, WORKLOAD_PCR};
-use serde_json::Value;
 
 /// Seconds a boot may take to become healthy (TCG on a loaded machine).
-const BOOT_TIMEOUT_SECS: &str = "400";
 /// Banks swtpm has active in `cvm-image run` (and the firmware logs, and the init extends).
 const LOG_BANKS: [HashAlg; 4] = [
     HashAlg::SHA1,
@@ -91,45 +89,16 @@ struct Booted {
     runtime: Vec<workload::RuntimeEvent>,
 }
 
-fn curl_to(url: &str, dest: &Path) {
-    ok(Command::new("curl")
-        .args(["-fsS", "--max-time", "20", "-o"])
-        .arg(dest)
-        .arg(url));
-}
-
 /// The one boot of this test binary: build, run --detach, fetch /pcrs, /eventlog and
 /// /eventlog/runtime, stop. A failed boot is remembered (no second attempt).
 fn booted() -> &'static Booted {
     static BOOT: OnceLock<Result<Booted, String>> = OnceLock::new();
-    BOOT.get_or_init(|| {
-        std::panic::catch_unwind(boot_once).map_err(|e| {
-            e.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "boot panicked".into())
-        })
-    })
-    .as_ref()
-    .unwrap_or_else(|e| panic!("the boot failed: {e}"))
+    once(&BOOT, boot_once)
 }
 
 fn boot_once() -> Booted {
     let out = build_into("predict-boot-image", &repo().join("image.toml"));
-    let o = run(Command::new(cvm_image())
-        .args(["run", "--detach", "--timeout", BOOT_TIMEOUT_SECS])
-        .arg("--spec")
-        .arg(repo().join("image.toml"))
-        .arg("--out")
-        .arg(&out));
-    let console = std::fs::read_to_string(out.join("console.log")).unwrap_or_default();
-    assert!(
-        o.status.success(),
-        "run --detach failed:\n{}\nconsole:\n{console}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let (state, _) = run_detached(&out);
     let agent = state["agent_url"].as_str().unwrap().to_string();
     let log_path = out.join("eventlog.bin");
     let runtime_path = out.join("runtime-eventlog.jsonl");
@@ -392,17 +361,7 @@ fn one_cmdline_byte_changes_pcr9_and_pcr11_and_the_diff_names_them() {
     let b = booted();
     // A spec copy whose esp/cmdline differs in one byte ("quiet" → "quies").
     let dir = scratch("predict-cmdline-spec");
-    for e in [
-        "image.toml",
-        "cvm-image.lock",
-        "reference",
-        "workload",
-        "rootfs",
-        "esp",
-        "kernel",
-    ] {
-        ok(Command::new("cp").arg("-a").arg(repo().join(e)).arg(&dir));
-    }
+    copy_spec(&dir);
     let cmdline = dir.join("esp/cmdline");
     let old = std::fs::read(&cmdline).unwrap();
     let pos = old

@@ -24,7 +24,6 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// Seconds a boot may take to become healthy (TCG on a loaded machine).
-const BOOT_TIMEOUT_SECS: &str = "400";
 
 struct Booted {
     golden: PathBuf,
@@ -35,44 +34,15 @@ struct Booted {
     live: Output,
 }
 
-fn curl_to(url: &str, dest: &Path) {
-    ok(Command::new("curl")
-        .args(["-fsS", "--max-time", "20", "-o"])
-        .arg(dest)
-        .arg(url));
-}
-
 /// The one boot of this test binary (a failed boot is remembered, not retried).
 fn booted() -> &'static Booted {
     static BOOT: OnceLock<Result<Booted, String>> = OnceLock::new();
-    BOOT.get_or_init(|| {
-        std::panic::catch_unwind(boot_once).map_err(|e| {
-            e.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "boot panicked".into())
-        })
-    })
-    .as_ref()
-    .unwrap_or_else(|e| panic!("the boot failed: {e}"))
+    once(&BOOT, boot_once)
 }
 
 fn boot_once() -> Booted {
     let out = default_image().out.clone();
-    let o = run(Command::new(cvm_image())
-        .args(["run", "--detach", "--timeout", BOOT_TIMEOUT_SECS])
-        .arg("--spec")
-        .arg(repo().join("image.toml"))
-        .arg("--out")
-        .arg(&out));
-    let console = std::fs::read_to_string(out.join("console.log")).unwrap_or_default();
-    assert!(
-        o.status.success(),
-        "run --detach failed:\n{}\nconsole:\n{console}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let (state, _) = run_detached(&out);
     let agent = state["agent_url"].as_str().unwrap().to_string();
     let dir = scratch("verify-evidence");
     let golden = out.join("golden-measurement.json");
@@ -159,17 +129,7 @@ fn pcr_status(v: &Value, pcr: u64) -> String {
 /// Copy of the spec directory, edited by `edit`, built; returns its golden file.
 fn rebuilt_golden(name: &str, edit: impl FnOnce(&Path)) -> PathBuf {
     let dir = scratch(&format!("{name}-spec"));
-    for e in [
-        "image.toml",
-        "cvm-image.lock",
-        "reference",
-        "workload",
-        "rootfs",
-        "esp",
-        "kernel",
-    ] {
-        ok(Command::new("cp").arg("-a").arg(repo().join(e)).arg(&dir));
-    }
+    copy_spec(&dir);
     edit(&dir);
     let out = scratch(&format!("{name}-image"));
     let o = run(Command::new(cvm_image())

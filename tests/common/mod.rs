@@ -124,3 +124,93 @@ pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(data))
 }
+
+/// How long `cvm-image run` may take to reach a healthy agent under TCG on a loaded 2-core machine.
+pub const BOOT_TIMEOUT_SECS: &str = "400";
+
+/// Downloads `url` to `dest` with curl (an independent HTTP client); panics on any error.
+pub fn curl_to(url: &str, dest: &Path) {
+    ok(Command::new("curl")
+        .args(["-fsS", "--max-time", "20", "-o"])
+        .arg(dest)
+        .arg(url));
+}
+
+/// The value `init` computes once per test binary (a boot); a failure is remembered, not retried,
+/// and every caller panics with its message.
+pub fn once<T: Send + Sync>(
+    cell: &'static OnceLock<Result<T, String>>,
+    init: fn() -> T,
+) -> &'static T {
+    cell.get_or_init(|| {
+        std::panic::catch_unwind(init).map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into())
+        })
+    })
+    .as_ref()
+    .unwrap_or_else(|e| panic!("the boot failed: {e}"))
+}
+
+/// `cvm-image run --detach` of the default spec into `out` (built there before); asserts it came
+/// up and returns its `run.json` and what it printed.
+pub fn run_detached(out: &Path) -> (Value, String) {
+    let o = run(Command::new(cvm_image())
+        .args(["run", "--detach", "--timeout", BOOT_TIMEOUT_SECS])
+        .arg("--spec")
+        .arg(repo().join("image.toml"))
+        .arg("--out")
+        .arg(out));
+    let console = std::fs::read_to_string(out.join("console.log")).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "run --detach failed:\n{}\nconsole:\n{console}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let state = serde_json::from_slice(&std::fs::read(out.join("run.json")).expect("run.json"))
+        .expect("run.json is JSON");
+    (state, String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// What a spec directory holds besides the sources: the spec, its lock, the pinned reference boots and
+/// the files the spec names.
+pub const SPEC_ENTRIES: &[&str] = &[
+    "image.toml",
+    "cvm-image.lock",
+    "reference",
+    "workload",
+    "rootfs",
+    "esp",
+    "kernel",
+];
+
+/// Copies the repository's spec directory entries into `dest` (created).
+pub fn copy_spec(dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    for e in SPEC_ENTRIES {
+        ok(Command::new("cp").arg("-a").arg(repo().join(e)).arg(dest));
+    }
+}
+
+/// Copies what a build from source needs (the workspace — its members as Cargo.toml lists them —
+/// and the spec directory) into `dest`.
+pub fn copy_repo(dest: &Path) {
+    copy_spec(dest);
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(repo().join("Cargo.toml")).unwrap()).unwrap();
+    let members = manifest["workspace"]["members"].as_array().unwrap();
+    let mut tops: Vec<&str> = members
+        .iter()
+        .map(|m| m.as_str().unwrap().split('/').next().unwrap())
+        .collect();
+    tops.extend(["Cargo.toml", "Cargo.lock"]);
+    tops.sort();
+    tops.dedup();
+    for e in tops {
+        if !dest.join(e).exists() {
+            ok(Command::new("cp").arg("-a").arg(repo().join(e)).arg(dest));
+        }
+    }
+}

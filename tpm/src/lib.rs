@@ -28,6 +28,7 @@ use std::net::ToSocketAddrs;
 
 pub use attest::{tpm2b, KeyObject, NvPublic, Quote, TPM_RH_ENDORSEMENT, TPM_RH_NULL};
 pub use ecdsa::EcdsaSignature;
+pub use marshal::Reader;
 pub use policy::{pcr_policy_digest, pcr_selection_list, POLICY_DIGEST_LEN, TPM_CC_POLICY_PCR};
 pub use rc::ResponseCode;
 pub use signing_key::{Certification, SIGN_DIGEST_LEN};

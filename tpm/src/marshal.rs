@@ -78,7 +78,8 @@ impl Command {
     }
 }
 
-/// Reads a response body front to back; every short read is a [`Error::Malformed`].
+/// Reads a TPM structure (a response body, or a structure a verifier received) front to back,
+/// big-endian; every short read is a [`Error::Malformed`] naming the structure.
 pub struct Reader<'a> {
     buf: &'a [u8],
     what: &'static str,
@@ -91,9 +92,10 @@ impl<'a> Reader<'a> {
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() < n {
             return Err(Error::Malformed(format!(
-                "{}: response ends {} bytes early",
+                "{}: truncated ({} bytes needed, {} left)",
                 self.what,
-                n - self.buf.len()
+                n,
+                self.buf.len()
             )));
         }
         let (head, rest) = self.buf.split_at(n);
@@ -111,6 +113,12 @@ impl<'a> Reader<'a> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
+    pub fn u64(&mut self) -> Result<u64> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
     /// Bytes not yet read.
     pub fn remaining(&self) -> usize {
         self.buf.len()
@@ -119,6 +127,18 @@ impl<'a> Reader<'a> {
     pub fn tpm2b(&mut self) -> Result<&'a [u8]> {
         let n = self.u16()? as usize;
         self.take(n)
+    }
+    /// The structure must end here: a signed structure with junk after it is not what the TPM
+    /// produced.
+    pub fn finish(&self) -> Result<()> {
+        if !self.buf.is_empty() {
+            return Err(Error::Malformed(format!(
+                "{}: {} unexpected trailing bytes",
+                self.what,
+                self.buf.len()
+            )));
+        }
+        Ok(())
     }
 }
 

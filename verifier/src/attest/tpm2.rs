@@ -30,57 +30,8 @@ pub const TPMA_SIGN: u32 = 1 << 18;
 /// RSA public exponent meaning "default" (65537) in TPMS_RSA_PARMS.
 const RSA_DEFAULT_EXPONENT: u32 = 65537;
 
-/// Big-endian reader naming the structure in its errors.
-pub struct Reader<'a> {
-    buf: &'a [u8],
-    what: &'static str,
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
-        Reader { buf, what }
-    }
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        ensure!(
-            self.buf.len() >= n,
-            "{}: truncated ({} bytes needed, {} left)",
-            self.what,
-            n,
-            self.buf.len()
-        );
-        let (a, b) = self.buf.split_at(n);
-        self.buf = b;
-        Ok(a)
-    }
-    pub fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    pub fn u16(&mut self) -> Result<u16> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-    pub fn u32(&mut self) -> Result<u32> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    pub fn u64(&mut self) -> Result<u64> {
-        let b = self.take(8)?;
-        Ok(u64::from_be_bytes(b.try_into()?))
-    }
-    pub fn tpm2b(&mut self) -> Result<&'a [u8]> {
-        let n = self.u16()? as usize;
-        self.take(n)
-    }
-    pub fn finish(&self) -> Result<()> {
-        ensure!(
-            self.buf.is_empty(),
-            "{}: {} unexpected trailing bytes",
-            self.what,
-            self.buf.len()
-        );
-        Ok(())
-    }
-}
+/// Big-endian reader naming the structure in its errors (the TPM client's, one implementation).
+pub use cvm_tpm::Reader;
 
 /// Strips the u16 size of a TPM2B and checks it covers the rest exactly.
 pub fn unwrap_tpm2b<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a [u8]> {
