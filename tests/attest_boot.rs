@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Seconds a boot may take to become healthy (TCG on a loaded machine).
 /// Per-request timeout towards the agent (quotes on swtpm under TCG are slow).
 const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// PCRs the agent quotes and their TPMS_PCR_SELECTION bitmap (0–15, 23).

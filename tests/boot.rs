@@ -23,8 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
-/// Seconds a boot may take to become healthy (TCG on a loaded machine).
-const BOOT_TIMEOUT_SECS: &str = "400";
 /// The init's fatal line (initrd/src/console.rs) and the kernel's messages we look for.
 const INIT_FATAL: &str = "cvm-init: FATAL: ";
 const VERITY_CORRUPTED: &str = "is corrupted";

@@ -30,7 +30,6 @@ use cvm_measure::eventlog::{self, diff_pcrs, Event, EventLog, ExpectedEvent, Has
 use cvm_measure::predict::{self, pcr23, PREDICTED_PCRS};
 use cvm_measure::workload::{self, WORKLOAD_PCR};
 
-/// Seconds a boot may take to become healthy (TCG on a loaded machine).
 /// Banks swtpm has active in `cvm-image run` (and the firmware logs, and the init extends).
 const LOG_BANKS: [HashAlg; 4] = [
     HashAlg::SHA1,

@@ -22,8 +22,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// Seconds a Secure Boot boot may take to become healthy (TCG; the firmware hashes the UKI).
-const BOOT_TIMEOUT_SECS: &str = "400";
 /// Seconds to wait for a boot that the firmware must refuse.
 const REFUSED_TIMEOUT_SECS: &str = "120";
 /// What edk2 prints when image verification fails (BDS: "Access Denied"; the boot manager's

@@ -23,8 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// Seconds a boot may take to become healthy (TCG on a loaded machine).
-
 struct Booted {
     golden: PathBuf,
     eventlog: PathBuf,

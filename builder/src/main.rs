@@ -76,9 +76,11 @@ enum Cmd {
     },
     /// Predict the measurements of the image the spec describes, without writing the disk.
     ///
-    /// Writes OUT/golden-measurement.json: per profile (qemu, gcp, aws, azure) the sha256 value of
-    /// PCRs 0–15 and 23, each predicted / reference / unknown and enforced or informational, with the
-    /// expected event log (docs/golden-measurement.md). `build` writes the same file.
+    /// Writes OUT/golden-measurement.json: per profile (qemu, gcp, aws, azure) the values of PCRs
+    /// 0–15 and 23 in every bank that platform's TPM has (sha256, and sha384/sha512 where present),
+    /// each predicted / reference (PCR 0/1 of qemu: the boot pinned in the lock) / unknown and
+    /// enforced or informational, with the expected event log (docs/golden-measurement.md). `build`
+    /// writes the same file, and embeds it (signed with --golden-key) in the ESP.
     Measure {
         #[command(flatten)]
         inputs: InputArgs,
