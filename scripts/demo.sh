@@ -33,7 +33,8 @@ value_after() {
 }
 
 # pcr JSON N: PCR N of the agent's {"sha256": {"N": "<hex>", …}} answer.
-pcr() { printf '%s' "$1" | grep -o "\"$2\": *\"[0-9a-f]*\"" | head -1 | sed 's/.*"\([0-9a-f]*\)"$/\1/'; }
+# pcr JSON N: the sha256 value of PCR N in a /pcrs answer ({"sha1": {…}, "sha256": {…}, …}).
+pcr() { printf '%s' "$1" | sed 's/.*"sha256": *{\([^}]*\)}.*/\1/' | grep -o "\"$2\": *\"[0-9a-f]*\"" | head -1 | sed 's/.*"\([0-9a-f]*\)"$/\1/'; }
 
 # pretty JSON: indented when python3 is there, as is otherwise.
 pretty() {

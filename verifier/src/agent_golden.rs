@@ -11,7 +11,7 @@ use base64::Engine;
 use serde::Deserialize;
 use std::time::Duration;
 
-use crate::collaterals::{agent, body};
+use crate::collaterals::{body, http_agent};
 use crate::golden_sign::{PublicKey, Refusal, SignatureFile};
 
 /// The agent's endpoint.
@@ -34,7 +34,7 @@ pub struct ServedGolden {
 /// input error naming the agent's reason).
 pub fn fetch_served(base: &str, timeout: Duration) -> Result<ServedGolden> {
     let url = format!("{base}{PATH_GOLDEN}");
-    let resp = agent(timeout)
+    let resp = http_agent(timeout)
         .get(&url)
         .call()
         .with_context(|| format!("cannot reach the agent at {url}"))?;

@@ -142,8 +142,10 @@ fn b64(field: &str, value: &str) -> Result<Vec<u8>> {
         .with_context(|| format!("collaterals field {field} is not base64"))
 }
 
-pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
-    // Never through a proxy: the agent is usually a forwarded loopback port.
+/// The HTTP client for agents: never through a proxy (the agent is usually a forwarded loopback port,
+/// and an `http_proxy` of a build machine must not capture it); non-2xx statuses are answers, not
+/// transport errors; `timeout` bounds each whole request.
+pub fn http_agent(timeout: Duration) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .proxy(None)
         .http_status_as_error(false)
@@ -173,7 +175,7 @@ pub(crate) fn body(mut resp: ureq::http::Response<ureq::Body>, what: &str) -> Re
 /// `GET base/collaterals?nonce=HEX`, parsed.
 pub fn fetch_collaterals(base: &str, nonce: &[u8], timeout: Duration) -> Result<Collaterals> {
     let url = format!("{base}{PATH_COLLATERALS}?nonce={}", hex::encode(nonce));
-    let resp = agent(timeout).get(&url).call().with_context(|| {
+    let resp = http_agent(timeout).get(&url).call().with_context(|| {
         format!("GET {url} (is the VM running? `cvm-image run` prints the agent URL)")
     })?;
     let bytes = body(resp, &format!("GET {url}"))?;
@@ -201,7 +203,7 @@ pub fn activate_credential(
         "credential_blob": engine.encode(&made.credential_blob),
         "secret": engine.encode(&made.secret),
     });
-    let resp = agent(timeout)
+    let resp = http_agent(timeout)
         .post(&url)
         .header("Content-Type", "application/json")
         .send(request.to_string())

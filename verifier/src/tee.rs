@@ -16,6 +16,7 @@ use crate::attest::tdx::{self, TdxCollateral};
 use crate::collaterals::{AttestCheck, CheckKind, CheckStatus};
 use anyhow::{bail, ensure, Context, Result};
 use base64::Engine;
+use cvm_measure::boot_config::format_uuid;
 use der::Decode;
 use serde::{Deserialize, Serialize};
 use x509_cert::Certificate;
@@ -219,22 +220,12 @@ pub fn cert_table(bytes: &[u8]) -> Result<CertTable> {
 
 /// The GUID's text under both byte orders.
 fn guid_names(b: &[u8]) -> [String; 2] {
-    let rfc = hex::encode(b);
-    let mut efi = b.to_vec();
+    let rfc: [u8; 16] = b.try_into().expect("16 bytes");
+    let mut efi = rfc;
     efi[0..4].reverse();
     efi[4..6].reverse();
     efi[6..8].reverse();
-    let dash = |h: String| {
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
-    };
-    [dash(rfc), dash(hex::encode(efi))]
+    [format_uuid(&rfc), format_uuid(&efi)]
 }
 
 /// A certificate file as DER, whether it is DER or PEM.

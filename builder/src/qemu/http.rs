@@ -14,16 +14,13 @@ pub struct Response {
 /// `http_proxy` set in the environment (common on build machines) must not capture them. Non-2xx
 /// statuses are returned, not turned into errors.
 pub fn get(url: &str, timeout: Duration) -> Result<Response> {
-    let mut resp = agent(timeout)
-        .get(url)
-        .call()
-        .with_context(|| format!("GET {url}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .read_to_string()
-        .with_context(|| format!("reading the body of GET {url}"))?;
-    Ok(Response { status, body })
+    let r = get_bytes(url, timeout)?;
+    let body =
+        String::from_utf8(r.body).with_context(|| format!("the body of GET {url} is not UTF-8"))?;
+    Ok(Response {
+        status: r.status,
+        body,
+    })
 }
 
 /// A response with a binary body (e.g. the agent's raw TCG event log).
@@ -35,7 +32,7 @@ pub struct BytesResponse {
 
 /// Like [`get`], for a binary body.
 pub fn get_bytes(url: &str, timeout: Duration) -> Result<BytesResponse> {
-    let mut resp = agent(timeout)
+    let mut resp = cvm_verify::collaterals::http_agent(timeout)
         .get(url)
         .call()
         .with_context(|| format!("GET {url}"))?;
@@ -45,15 +42,6 @@ pub fn get_bytes(url: &str, timeout: Duration) -> Result<BytesResponse> {
         .read_to_vec()
         .with_context(|| format!("reading the body of GET {url}"))?;
     Ok(BytesResponse { status, body })
-}
-
-fn agent(timeout: Duration) -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build();
-    ureq::Agent::new_with_config(config)
 }
 
 #[cfg(test)]
