@@ -8,7 +8,7 @@ use crate::fetch::Fetched;
 use crate::guest::GuestBinaries;
 use crate::initramfs::{self, Entry, EntryKind};
 use crate::kmod::ModuleIndex;
-use crate::manifest::{EventInfo, PcrPrediction};
+use crate::pcr_prediction::{EventInfo, PcrPrediction};
 use crate::spec::{PartSize, Spec};
 use crate::stages::StageCache;
 use crate::verity_image::VerityImage;

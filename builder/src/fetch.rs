@@ -13,6 +13,23 @@ use std::path::{Path, PathBuf};
 
 pub const LOCK_FILE: &str = "cvm-image.lock";
 
+/// Where a spec's lock file and the input cache are: what the command line names, else the lock
+/// beside the spec and the default cache (`$CVM_IMAGE_CACHE` is read by the CLI).
+#[derive(Debug, Clone)]
+pub struct InputPaths {
+    pub lock: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl InputPaths {
+    pub fn resolve(spec: &Spec, lock: Option<PathBuf>, cache: Option<PathBuf>) -> Self {
+        InputPaths {
+            lock: lock.unwrap_or_else(|| spec.dir.join(LOCK_FILE)),
+            cache: cache.unwrap_or_else(Cache::default_location),
+        }
+    }
+}
+
 /// The extracted inputs of a build.
 pub struct Fetched {
     /// The pinned packages used, in spec order (kernel, stub, firmware).
@@ -177,4 +194,28 @@ fn link(target: &Path, link: &Path) -> Result<()> {
     let _ = std::fs::remove_file(link);
     std::os::unix::fs::symlink(target, link)
         .with_context(|| format!("cannot link {} to {}", link.display(), target.display()))
+}
+
+/// Debian ships the SMM (Secure Boot) build of each OVMF_CODE beside it as `NAME.secboot.fd`.
+pub fn secure_boot_code(code: &Path) -> Result<PathBuf> {
+    let name = code
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".fd"))
+        .with_context(|| {
+            format!(
+                "firmware code {} is not an OVMF_CODE*.fd file",
+                code.display()
+            )
+        })?;
+    let path = code.with_file_name(format!("{name}.secboot.fd"));
+    if !path.is_file() {
+        bail!(
+            "{} is missing: the firmware package lacks the Secure Boot (SMM) build of {} that \
+             `run --secure-boot` needs (Debian's ovmf ships OVMF_CODE_4M.secboot.fd)",
+            path.display(),
+            code.display()
+        );
+    }
+    Ok(path)
 }

@@ -1,7 +1,7 @@
 //! `cvm-image lock`: resolve the spec's packages (and extra kernel profiles) to exact versions and
 //! sha256 from the Debian archive, and write `cvm-image.lock`.
 
-use crate::fetch::{self, LOCK_FILE};
+use crate::fetch;
 use crate::inputs::apt::{Apt, PackageRequest};
 use crate::inputs::lock::Lockfile;
 use crate::spec::Spec;
@@ -14,8 +14,10 @@ pub fn lock(
     lock: Option<PathBuf>,
     cache: Option<PathBuf>,
 ) -> Result<()> {
-    let lock_path = lock.unwrap_or_else(|| spec.dir.join(LOCK_FILE));
-    let cache = cache.unwrap_or_else(crate::inputs::cache::Cache::default_location);
+    let fetch::InputPaths {
+        lock: lock_path,
+        cache,
+    } = fetch::InputPaths::resolve(spec, lock, cache);
     let mut wanted = fetch::requests(spec);
     for k in extra_kernels {
         let profile = crate::spec::load_kernel_profile(k)?;

@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use cvm_image::reference::{record, Variant};
+use cvm_image::recorder as record;
+use cvm_image::reference::Variant;
 use cvm_image::{fetch, inspect, lockcmd, pipeline, qemu, spec::Spec};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -8,6 +8,7 @@ use crate::boot::{EspImage, Initrd, Uki};
 use crate::fetch::Fetched;
 use crate::gpt::DiskLayout;
 use crate::guest::GuestBinaries;
+use crate::pcr_prediction::{EventInfo, PcrPrediction};
 use crate::spec::Spec;
 use crate::verity_image::VerityImage;
 use crate::{ids, rootfs, uki};
@@ -134,19 +135,6 @@ pub struct Measurements {
     pub pcr11: PcrPrediction,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pcr23: Option<PcrPrediction>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PcrPrediction {
-    pub bank: String,
-    pub value: String,
-    pub events: Vec<EventInfo>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EventInfo {
-    pub description: String,
-    pub digest: String,
 }
 
 /// Everything the manifest is assembled from.

@@ -44,10 +44,11 @@ pub struct Options {
 
 impl Options {
     pub fn new(spec: &Spec, out: PathBuf, lock: Option<PathBuf>, cache: Option<PathBuf>) -> Self {
+        let fetch::InputPaths { lock, cache } = fetch::InputPaths::resolve(spec, lock, cache);
         Options {
             out,
-            lock: lock.unwrap_or_else(|| spec.dir.join(fetch::LOCK_FILE)),
-            cache: cache.unwrap_or_else(crate::inputs::cache::Cache::default_location),
+            lock,
+            cache,
             targets: vec![],
             keys: spec.secure_boot.as_ref().map(|sb| sb.keys.clone()),
             golden_key: spec.golden.as_ref().map(|g| g.signing_key.clone()),

@@ -4,7 +4,7 @@
 //! Why a file and not a pipe: a detached VM must keep logging after the runner exits, and a pipe
 //! would then break QEMU's serial port. The arrival times (host seconds since QEMU started) go to
 //! `console.timed.log`, one `"<secs>\t<line>"` per console line; they are what lets
-//! [`super::timing`] measure the firmware phase, which prints no timestamps of its own.
+//! the `timing` module measure the firmware phase, which prints no timestamps of its own.
 
 use anyhow::{Context, Result};
 use std::fs::File;

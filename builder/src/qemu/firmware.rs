@@ -6,7 +6,6 @@
 
 use crate::fetch;
 use crate::manifest::Manifest;
-use crate::pipeline::Options;
 use crate::spec::Spec;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -40,7 +39,7 @@ pub fn resolve(
             spec_path.display()
         )
     })?;
-    let opts = Options::new(&spec, PathBuf::new(), lock, cache);
+    let opts = fetch::InputPaths::resolve(&spec, lock, cache);
     let fetched = fetch::fetch(&spec, &opts.lock, &opts.cache)?;
     let pkg = fetched
         .packages
@@ -48,7 +47,7 @@ pub fn resolve(
         .find(|p| p.name == spec.firmware.package)
         .with_context(|| format!("the fetched inputs lack {}", spec.firmware.package))?;
     Ok(Firmware {
-        secure_boot_code: secure_boot_code(&fetched.ovmf_code)?,
+        secure_boot_code: fetch::secure_boot_code(&fetched.ovmf_code)?,
         code: fetched.ovmf_code,
         vars_template: fetched.ovmf_vars,
         package: pkg.name.clone(),
@@ -56,30 +55,6 @@ pub fn resolve(
         sha256: pkg.sha256.clone(),
         lock: opts.lock,
     })
-}
-
-/// Debian ships the SMM (Secure Boot) build of each OVMF_CODE beside it as `NAME.secboot.fd`.
-pub fn secure_boot_code(code: &Path) -> Result<PathBuf> {
-    let name = code
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(".fd"))
-        .with_context(|| {
-            format!(
-                "firmware code {} is not an OVMF_CODE*.fd file",
-                code.display()
-            )
-        })?;
-    let path = code.with_file_name(format!("{name}.secboot.fd"));
-    if !path.is_file() {
-        bail!(
-            "{} is missing: the firmware package lacks the Secure Boot (SMM) build of {} that \
-             `run --secure-boot` needs (Debian's ovmf ships OVMF_CODE_4M.secboot.fd)",
-            path.display(),
-            code.display()
-        );
-    }
-    Ok(path)
 }
 
 /// Refuses a firmware that differs from the one recorded in the image's manifest.

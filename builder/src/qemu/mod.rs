@@ -26,10 +26,12 @@ pub mod tools;
 pub mod vm;
 
 pub use cmdline::Accel;
+pub use process::tail_of;
 pub use state::RunState;
 pub use timing::{boot_timing, BootTiming};
 pub use vm::{Ended, Outcome, Vm, VmConfig};
 
+use crate::reference;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -123,11 +125,7 @@ pub fn prepare(args: &RunArgs) -> Result<VmConfig> {
             fw.version
         );
     }
-    crate::reference::warn_if_qemu_differs(
-        &fw.lock,
-        crate::reference::Variant::of(args.secure_boot),
-        &qemu,
-    );
+    warn_if_qemu_differs(&fw.lock, reference::Variant::of(args.secure_boot), &qemu);
     let (ovmf_code, ovmf_vars_template) = if args.secure_boot {
         (fw.secure_boot_code, enrolled_vars(&args.out)?)
     } else {
@@ -148,6 +146,20 @@ pub fn prepare(args: &RunArgs) -> Result<VmConfig> {
         echo_console: !args.detach,
         die_with_runner: !args.detach,
     })
+}
+
+/// One line on stderr when `qemu` is not the QEMU the pinned reference boot of `variant` was
+/// recorded with (PCR 1 may then differ). Silent when there is nothing to compare.
+fn warn_if_qemu_differs(lock_path: &Path, variant: reference::Variant, qemu: &Path) {
+    let Some(recorded) = reference::pinned_quietly(lock_path, variant) else {
+        return;
+    };
+    let Ok(host) = tools::first_line_of(qemu, "--version") else {
+        return;
+    };
+    if let Some(warning) = reference::qemu_version_warning(&recorded, &host) {
+        eprintln!("{warning}");
+    }
 }
 
 /// The variable store with the owner's keys enrolled, written by `build --keys`.
@@ -346,11 +358,4 @@ fn failure_summary(vm: &Vm) -> String {
         return format!("; QEMU said:\n{qemu}");
     }
     String::new()
-}
-
-/// The last `n` lines of a text file ("" when unreadable): for error messages.
-pub fn tail_of(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

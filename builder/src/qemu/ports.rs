@@ -2,7 +2,7 @@
 //!
 //! The kernel picks a free port when we bind port 0; we release it and hand the number to QEMU. Another
 //! process could take it in between (QEMU then fails with "could not set up host forwarding rule",
-//! which [`super::vm`] reports), but on loopback with ephemeral ports that window is tiny, and it needs
+//! which the VM runner reports), but on loopback with ephemeral ports that window is tiny, and it needs
 //! no fixed port ranges that would collide when several VMs run at once.
 
 use anyhow::{Context, Result};

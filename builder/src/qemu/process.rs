@@ -118,6 +118,13 @@ pub fn wait_gone(pids: &[u32], timeout: Duration) -> bool {
     }
 }
 
+/// The last `n` lines of a text file ("" when unreadable): for error messages.
+pub fn tail_of(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

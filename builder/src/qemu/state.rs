@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const STATE_FILE: &str = "run.json";
-/// Name prefix of the run directories ([`super::vm`] creates them under the temp directory).
+/// Name prefix of the run directories (the VM runner, `vm.rs`, creates them under the temp directory).
 pub const RUN_DIR_PREFIX: &str = "cvm-image-run.";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

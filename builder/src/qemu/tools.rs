@@ -1,7 +1,8 @@
 //! The host programs a run needs, found on `PATH`, with the install hint when one is missing.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// A host program and the Debian package that provides it.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,19 @@ fn is_executable(p: &Path) -> bool {
     p.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+/// First line of `program arg`'s output (e.g. its version).
+pub fn first_line_of(program: &Path, arg: &str) -> Result<String> {
+    let o = Command::new(program)
+        .arg(arg)
+        .output()
+        .with_context(|| format!("cannot run {} {arg}", program.display()))?;
+    if !o.status.success() {
+        bail!("{} {arg} failed ({})", program.display(), o.status);
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    Ok(text.lines().next().unwrap_or_default().trim().to_string())
 }
 
 #[cfg(test)]

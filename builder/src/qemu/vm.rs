@@ -282,7 +282,7 @@ impl Vm {
 
     /// The last lines of QEMU's own messages (start-up errors such as a port already in use).
     pub fn qemu_messages(&self) -> String {
-        super::tail_of(&self.out.join(QEMU_LOG), 10)
+        process::tail_of(&self.out.join(QEMU_LOG), 10)
     }
 
     fn cleanup(&mut self) {

@@ -14,7 +14,6 @@
 //! stay `unknown`, with a note saying why).
 
 pub mod ovmf;
-pub mod record;
 
 use crate::inputs::lock::{LockedPackage, Lockfile};
 use crate::qemu::cmdline::Machine;
@@ -257,7 +256,7 @@ pub fn for_build(
         .find(|p| p.name == spec.firmware.package)
         .with_context(|| format!("the fetched inputs lack {}", spec.firmware.package))?;
     let code = if secure_boot {
-        crate::qemu::firmware::secure_boot_code(&inputs.ovmf_code)?
+        crate::fetch::secure_boot_code(&inputs.ovmf_code)?
     } else {
         inputs.ovmf_code.clone()
     };
@@ -368,20 +367,6 @@ pub fn pinned_quietly(lock_path: &Path, variant: Variant) -> Option<Reference> {
     let pin = lock.reference(variant.name())?;
     let bytes = std::fs::read(lock_dir(lock_path).join(&pin.file)).ok()?;
     parse(&bytes, variant).ok()
-}
-
-/// `cvm-image run`: one line on stderr when `qemu` is not the QEMU the pinned reference boot of
-/// `variant` was recorded with (PCR 1 may then differ). Silent when there is nothing to compare.
-pub fn warn_if_qemu_differs(lock_path: &Path, variant: Variant, qemu: &Path) {
-    let Some(reference) = pinned_quietly(lock_path, variant) else {
-        return;
-    };
-    let Ok(host) = record::first_line_of(qemu, "--version") else {
-        return;
-    };
-    if let Some(warning) = qemu_version_warning(&reference, &host) {
-        eprintln!("{warning}");
-    }
 }
 
 /// `cvm-image run`'s warning when the host's QEMU is not the one the reference was recorded with.

@@ -1,16 +1,23 @@
 //! `cvm-image lock --record-reference`: boot the default image like `cvm-image run` does, keep the
 //! firmware's PCR 0/1 events and write `reference/<variant>.json` + its pin in the lock.
 //!
+//! It drives both the build ([`crate::pipeline`]) and the runner ([`crate::qemu`]), and the runner
+//! reads the reference data ([`crate::reference`]); so the recorder sits above all three, and
+//! `reference` depends on neither.
+//!
 //! The boot goes through [`crate::qemu::prepare`] and [`crate::qemu::Vm`], the code of `cvm-image
 //! run`, with the default memory and CPUs, so the recorded machine is the one users boot. The
 //! Secure Boot variant needs a signed UKI and an enrolled variable store: it is built with a
 //! throw-away key set generated for the recording (PCR 0/1 do not measure the keys: they go to PCR 7).
 //! Before anything is written, the recorded events must replay to the TPM's PCR 0/1 in every bank.
 
-use super::{firmware_events, lock_dir, OvmfBuild, RecordedWith, Reference, Variant, FORMAT, PCRS};
 use crate::inputs::lock::{LockedReference, Lockfile};
 use crate::pipeline::{self, Options};
 use crate::qemu::{self, cmdline, http, Accel, Outcome, RunArgs, Vm};
+use crate::reference::{
+    firmware_events, lock_dir, OvmfBuild, RecordedWith, Reference, Variant, FORMAT, PCRS,
+    RECORD_COMMAND,
+};
 use crate::spec::Spec;
 use anyhow::{bail, Context, Result};
 use cvm_measure::eventlog::{self, HashAlg};
@@ -43,14 +50,10 @@ pub struct RecordOptions {
 /// recorded (so a later failure keeps the earlier ones).
 pub fn record(opts: &RecordOptions) -> Result<()> {
     let spec = Spec::load(&opts.spec, None)?;
-    let lock_path = opts
-        .lock
-        .clone()
-        .unwrap_or_else(|| spec.dir.join(crate::fetch::LOCK_FILE));
-    let cache = opts
-        .cache
-        .clone()
-        .unwrap_or_else(crate::inputs::cache::Cache::default_location);
+    let crate::fetch::InputPaths {
+        lock: lock_path,
+        cache,
+    } = crate::fetch::InputPaths::resolve(&spec, opts.lock.clone(), opts.cache.clone());
     let mut variants = opts.variants.clone();
     variants.sort();
     variants.dedup();
@@ -116,9 +119,9 @@ fn record_variant(
     cfg.echo_console = false;
     let machine = cmdline::machine(cfg.secure_boot, cfg.accel, cfg.memory_mib, cfg.cpus);
     let recorded_with = RecordedWith {
-        qemu_version: first_line_of(&cfg.qemu, "--version")?,
+        qemu_version: qemu::tools::first_line_of(&cfg.qemu, "--version")?,
         qemu_package: debian_package_version(QEMU_DEB),
-        swtpm_version: first_line_of(&cfg.swtpm, "--version")?,
+        swtpm_version: qemu::tools::first_line_of(&cfg.swtpm, "--version")?,
         ovmf: ovmf_build(spec, lock_path, &cfg.ovmf_code, variant)?,
         machine,
     };
@@ -184,7 +187,7 @@ fn description(variant: Variant) -> String {
     format!(
         "PCR 0 and 1 of {run} as the pinned OVMF measures them (every bank of the swtpm vTPM); \
          recorded by `{}`, do not edit",
-        super::RECORD_COMMAND
+        RECORD_COMMAND
     )
 }
 
@@ -268,19 +271,6 @@ fn write(lock_path: &Path, variant: Variant, reference: &Reference) -> Result<Pa
     });
     lock.save(lock_path)?;
     Ok(path)
-}
-
-/// First line of `program arg`'s output (e.g. its version).
-pub fn first_line_of(program: &Path, arg: &str) -> Result<String> {
-    let o = Command::new(program)
-        .arg(arg)
-        .output()
-        .with_context(|| format!("cannot run {} {arg}", program.display()))?;
-    if !o.status.success() {
-        bail!("{} {arg} failed ({})", program.display(), o.status);
-    }
-    let text = String::from_utf8_lossy(&o.stdout);
-    Ok(text.lines().next().unwrap_or_default().trim().to_string())
 }
 
 /// `NAME VERSION` of an installed Debian package, None when dpkg does not know it.
