@@ -1,4 +1,5 @@
-//! `cvm-image golden export --format automata`: one profile of our golden file in the shape of
+//! The Automata export of `cvm-image golden export --format automata` (the command is
+//! `crate::cli::golden`): one profile of our golden file in the shape of
 //! Automata's off-chain golden measurement, so that their verifiers can consume our prediction.
 //!
 //! The shape (prior-art.md §1.7; `contracts/script/cvm/gm/*.json` of
@@ -26,11 +27,8 @@
 //!   reference gives no "unknown" form for it.
 
 use crate::golden::{Golden, PcrEntry, Source};
-use crate::verify::load_golden;
 use anyhow::{Context, Result};
-use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
-use std::path::PathBuf;
 
 /// Automata's PCR selection (prior-art.md §1.7), in their order.
 pub const AUTOMATA_PCRS: [u32; 8] = [0, 4, 5, 7, 9, 11, 16, 23];
@@ -38,60 +36,6 @@ pub const AUTOMATA_PCRS: [u32; 8] = [0, 4, 5, 7, 9, 11, 16, 23];
 const BANK: &str = "sha256";
 /// SHA-256 digest size: their `pcr` is a `bytes32`.
 const PCR_BYTES: usize = 32;
-
-/// `cvm-image golden …`.
-#[derive(clap::Args, Debug)]
-pub struct GoldenArgs {
-    #[command(subcommand)]
-    pub command: GoldenCmd,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum GoldenCmd {
-    /// Print one profile of a golden file in another project's format (JSON on stdout).
-    Export(ExportArgs),
-    /// Write a detached signature of a golden file (GOLDEN.sig) with an ECDSA P-256 or RSA key.
-    Sign(crate::golden_cmd::SignArgs),
-    /// Check a golden file's detached signature with a public key (exit 1 when refused).
-    Verify(crate::golden_cmd::VerifySigArgs),
-}
-
-#[derive(clap::Args, Debug)]
-pub struct ExportArgs {
-    /// Output format: automata = Automata's off-chain golden measurement (golden_measurement.pcrs[]).
-    #[arg(long, value_enum)]
-    pub format: ExportFormat,
-    /// The golden measurement file written by `cvm-image build`.
-    #[arg(long, default_value = "out/golden-measurement.json")]
-    pub golden: PathBuf,
-    /// The profile to export (qemu, gcp, aws, azure).
-    #[arg(long, default_value = "qemu")]
-    pub profile: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExportFormat {
-    Automata,
-}
-
-impl GoldenArgs {
-    pub fn run(&self) -> Result<std::process::ExitCode> {
-        match &self.command {
-            GoldenCmd::Export(a) => {
-                let golden = load_golden(&a.golden)?;
-                let out = match a.format {
-                    ExportFormat::Automata => export(&golden, &a.profile)
-                        .with_context(|| format!("exporting {}", a.golden.display()))?,
-                };
-                let json = serde_json::to_string_pretty(&out).context("serialising the export")?;
-                println!("{json}");
-                Ok(std::process::ExitCode::SUCCESS)
-            }
-            GoldenCmd::Sign(a) => a.run(),
-            GoldenCmd::Verify(a) => a.run(),
-        }
-    }
-}
 
 /// The document: `{"golden_measurement": {"pcrs": [...]}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -19,13 +19,13 @@
 pub mod automata;
 pub mod bench;
 pub mod boot;
+pub mod cli;
 pub mod deploy;
 pub mod esp;
 pub mod fetch;
 pub mod formats;
 pub mod fstree;
 pub mod golden;
-pub mod golden_cmd;
 pub mod gpt;
 pub mod guest;
 pub mod ids;

@@ -1,4 +1,5 @@
-//! `cvm-image run` / `stop`: boot `OUT/disk.raw` under QEMU + OVMF + swtpm, the way a verifier expects
+//! The runner of `cvm-image run` / `stop` (the commands are `crate::cli::run`, `crate::cli::stop`):
+//! boot `OUT/disk.raw` under QEMU + OVMF + swtpm, the way a verifier expects
 //! it to boot, and watch it become healthy.
 //!
 //! A run: check the disk ([`disk`]) and the host tools ([`tools`]); resolve the pinned OVMF from the
@@ -32,17 +33,9 @@ pub use timing::{boot_timing, BootTiming};
 pub use vm::{Ended, Outcome, Vm, VmConfig};
 
 use crate::reference;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Duration;
 
-/// Exit status of a run interrupted by Ctrl-C before the agent was healthy (128 + SIGINT).
-const EXIT_INTERRUPTED: u8 = 130;
-/// Marker of the init's fatal line (initrd/src/console.rs).
-const INIT_FATAL: &str = "cvm-init: FATAL: ";
 
 /// `cvm-image run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -87,17 +80,6 @@ pub struct RunArgs {
     /// Input cache directory.
     #[arg(long, env = "CVM_IMAGE_CACHE")]
     pub cache: Option<PathBuf>,
-}
-
-/// `cvm-image stop`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct StopArgs {
-    /// Output directory the VM was started with (holds run.json).
-    #[arg(long, default_value = "out")]
-    pub out: PathBuf,
-    /// Seconds the guest gets to power off after the ACPI power button before QEMU is ended.
-    #[arg(long, default_value_t = 30)]
-    pub grace: u64,
 }
 
 /// Everything a run is started from, checked before any process starts.
@@ -194,168 +176,4 @@ fn refuse_if_running(out: &Path) -> Result<()> {
     st.remove_run_dir();
     RunState::remove(out);
     Ok(())
-}
-
-/// SIGINT, SIGTERM and SIGHUP set the returned flag instead of killing the runner, so that the VM is
-/// always shut down and cleaned up.
-fn interrupt_flag() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register(sig, flag.clone())
-            .with_context(|| format!("cannot install a handler for signal {sig}"))?;
-    }
-    Ok(flag)
-}
-
-/// `cvm-image run`.
-pub fn run(args: &RunArgs) -> Result<ExitCode> {
-    let cfg = prepare(args)?;
-    let interrupted = interrupt_flag()?;
-    let grace = Duration::from_secs(args.grace);
-    let mut vm = Vm::start(&cfg)?;
-    let st = vm.state().clone();
-    eprintln!(
-        "cvm-image: booting {} (console: {})",
-        cfg.disk.display(),
-        st.console_log.display()
-    );
-    eprintln!(
-        "cvm-image: agent API  {}  (guest port {})",
-        st.agent_url,
-        cmdline::GUEST_AGENT_PORT
-    );
-    eprintln!(
-        "cvm-image: workload   {}  (guest port {})",
-        st.workload_url,
-        cmdline::GUEST_WORKLOAD_PORT
-    );
-    if let Some(ca) = &st.ek_ca {
-        eprintln!(
-            "cvm-image: EK CA      {}  (for `cvm-image verify --ek-ca`)",
-            ca.display()
-        );
-    }
-
-    match vm.wait_healthy(Duration::from_secs(args.timeout), &interrupted)? {
-        Outcome::Healthy(after) => {
-            let timing = vm
-                .timing()
-                .map(|t| t.summary())
-                .unwrap_or_else(|e| format!("no timing: {e:#}"));
-            eprintln!(
-                "cvm-image: agent healthy {:.1} s after QEMU started ({timing})",
-                after.as_secs_f64()
-            );
-        }
-        Outcome::Exited(status) => {
-            let why = failure_summary(&vm);
-            let console = st.console_log.display().to_string();
-            drop(vm);
-            bail!("the VM stopped before the agent became healthy (QEMU {status}){why}; console log: {console}");
-        }
-        Outcome::TimedOut => {
-            let why = failure_summary(&vm);
-            vm.shutdown(Duration::ZERO, None);
-            bail!(
-                "the agent did not answer {}/health within {} s{why}; console log: {}",
-                st.agent_url,
-                args.timeout,
-                st.console_log.display()
-            );
-        }
-        Outcome::Interrupted => {
-            eprintln!("cvm-image: interrupted; stopping the VM");
-            vm.shutdown(Duration::ZERO, None);
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
-        }
-    }
-
-    if args.detach {
-        let st = vm.detach();
-        println!("agent    {}", st.agent_url);
-        println!("workload {}", st.workload_url);
-        if let Some(ca) = &st.ek_ca {
-            println!("ek-ca    {}", ca.display());
-        }
-        eprintln!(
-            "cvm-image: running detached (QEMU pid {}, swtpm pid {}); stop it with `cvm-image stop --out {}`",
-            st.qemu_pid,
-            st.swtpm_pid,
-            args.out.display()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-
-    eprintln!(
-        "cvm-image: running until the guest powers off; Ctrl-C shuts it down (twice: at once)"
-    );
-    match vm.wait_exit(&interrupted)? {
-        Some(status) => {
-            eprintln!("cvm-image: the guest powered off (QEMU {status})");
-            drop(vm);
-        }
-        None => {
-            eprintln!(
-                "cvm-image: shutting down (ACPI power button, up to {} s)",
-                args.grace
-            );
-            let ended = vm.shutdown(grace, Some(&interrupted));
-            eprintln!("cvm-image: {}", describe(ended));
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `cvm-image stop`: ends the VM recorded in `OUT/run.json`.
-pub fn stop(args: &StopArgs) -> Result<ExitCode> {
-    let st = RunState::read(&args.out)?;
-    let marker = st.run_dir.to_string_lossy().into_owned();
-    let qemu_ours = process::is_ours(st.qemu_pid, st.pgrp, &st.qemu_program, &marker);
-    let swtpm_ours = process::is_ours(st.swtpm_pid, st.pgrp, &st.swtpm_program, &marker);
-    if !qemu_ours && !swtpm_ours {
-        eprintln!(
-            "cvm-image: the VM of {} is no longer running (QEMU pid {} gone); cleaning up",
-            state::path(&args.out).display(),
-            st.qemu_pid
-        );
-    } else {
-        eprintln!(
-            "cvm-image: stopping QEMU pid {} (up to {} s for the guest to power off)",
-            st.qemu_pid, args.grace
-        );
-        let ended = vm::end_vm(&st, Duration::from_secs(args.grace), None);
-        eprintln!("cvm-image: {}", describe(ended));
-    }
-    st.remove_run_dir();
-    RunState::remove(&args.out);
-    Ok(ExitCode::SUCCESS)
-}
-
-fn describe(ended: Ended) -> &'static str {
-    match ended {
-        Ended::AlreadyExited => "the guest had already powered off",
-        Ended::PoweredOff => "the guest powered off cleanly",
-        Ended::Terminated => "the guest did not power off in time: QEMU was terminated",
-        Ended::Killed => "QEMU and swtpm were killed",
-    }
-}
-
-/// ": <the init's FATAL line>" or QEMU's own error, for the message of a failed boot.
-fn failure_summary(vm: &Vm) -> String {
-    // From the file, not the follower: QEMU has written everything, the follower may lag a poll.
-    let lines = std::fs::read(vm.console_log())
-        .map(|raw| console::parse_raw_log(&raw))
-        .unwrap_or_default();
-    if let Some(l) = lines.iter().find(|l| l.text.contains(INIT_FATAL)) {
-        return format!(": {}", l.text.trim());
-    }
-    let qemu = vm.qemu_messages();
-    if !qemu.trim().is_empty() {
-        return format!("; QEMU said:\n{qemu}");
-    }
-    String::new()
 }

@@ -78,6 +78,18 @@ pub enum Ended {
     Killed,
 }
 
+impl Ended {
+    /// How the VM ended, for the user.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Ended::AlreadyExited => "the guest had already powered off",
+            Ended::PoweredOff => "the guest powered off cleanly",
+            Ended::Terminated => "the guest did not power off in time: QEMU was terminated",
+            Ended::Killed => "QEMU and swtpm were killed",
+        }
+    }
+}
+
 pub struct Vm {
     qemu: Child,
     swtpm: Child,

@@ -2,8 +2,9 @@
 
 use anyhow::Result;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use super::keys;
+use crate::secureboot::keys;
 
 /// `cvm-image keys`.
 #[derive(clap::Args, Debug, Clone)]
@@ -29,7 +30,7 @@ pub enum KeysCommand {
 }
 
 /// Runs `cvm-image keys …`.
-pub fn run(args: &KeysArgs) -> Result<()> {
+pub fn run(args: &KeysArgs) -> Result<ExitCode> {
     match &args.command {
         KeysCommand::Generate { dir } => {
             keys::generate(dir)?;
@@ -37,7 +38,7 @@ pub fn run(args: &KeysArgs) -> Result<()> {
             for name in keys::file_names() {
                 println!("  {}", dir.join(name).display());
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
