@@ -1,5 +1,5 @@
-//! The Automata export of `cvm-image golden export --format automata` (the command is
-//! `crate::cli::golden`): one profile of our golden file in the shape of
+//! The Automata export of `cvm-image golden export --format automata` (the command is in
+//! `cli/golden.rs`): one profile of our golden file in the shape of
 //! Automata's off-chain golden measurement, so that their verifiers can consume our prediction.
 //!
 //! The shape (prior-art.md §1.7; `contracts/script/cvm/gm/*.json` of

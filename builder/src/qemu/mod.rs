@@ -1,4 +1,4 @@
-//! The runner of `cvm-image run` / `stop` (the commands are `crate::cli::run`, `crate::cli::stop`):
+//! The runner of `cvm-image run` / `stop` (the commands are in `cli/run.rs`, `cli/stop.rs`):
 //! boot `OUT/disk.raw` under QEMU + OVMF + swtpm, the way a verifier expects
 //! it to boot, and watch it become healthy.
 //!

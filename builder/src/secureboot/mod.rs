@@ -3,7 +3,7 @@
 //! authenticated variables ([`authvar`]), an enrolled OVMF variable store ([`varstore`]) and
 //! the PCR 7 events a boot with that store produces ([`pcr7`]); the AWS `--uefi-data` blob
 //! ([`aws`]); the build stage that signs the UKI and writes `OVMF_VARS.fd` and `secure-boot/`
-//! ([`sign_uki`], [`write_outputs`]); `cvm-image keys` is `crate::cli::keys`.
+//! ([`sign_uki`], [`write_outputs`]); `cvm-image keys` is in `cli/keys.rs`.
 //!
 //! Everything here is deterministic for fixed keys: PKCS#1 v1.5 signatures have no random
 //! component, no signing time is embedded, and authenticated variables carry a fixed
