@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Spec files a build needs; the guest crates are built from this workspace (CVM_IMAGE_WORKSPACE).
+/// `reference/` holds the recorded boots the lock pins: without it a build stops.
 const SPEC_ENTRIES: &[&str] = &[
     "image.toml",
     "cvm-image.lock",
+    "reference",
     "workload",
     "rootfs",
     "esp",
@@ -135,4 +137,50 @@ pub fn bench() -> Result<()> {
     );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::lock::Lockfile;
+    use crate::reference::{lock_dir, Variant};
+    use crate::spec::Spec;
+    use crate::testutil::TempDir;
+
+    /// The bench's copy of the spec holds everything a build of it reads: the spec's own files
+    /// inside the copy, the lock, and every reference boot the lock pins, with the pinned hash
+    /// (the bench's build once stopped because `reference/` was not copied).
+    #[test]
+    fn the_bench_spec_copy_has_everything_the_build_reads() {
+        let tmp = TempDir::new("bench-spec-copy");
+        let dest = tmp.join("spec");
+        copy_spec(&dest).unwrap();
+        let spec = Spec::load(&dest.join("image.toml"), None).unwrap();
+        let mut read = vec![
+            spec.path.clone(),
+            spec.kernel_profile.clone(),
+            spec.uki.os_release.clone(),
+            spec.rootfs.overlay.clone(),
+        ];
+        read.extend(spec.uki.cmdline.clone());
+        read.extend(spec.workload.as_ref().map(|w| w.dir.clone()));
+        for p in &read {
+            assert!(p.starts_with(&dest), "{} is outside the copy", p.display());
+            assert!(p.exists(), "{} is missing from the copy", p.display());
+        }
+        let lock_path = crate::fetch::InputPaths::resolve(&spec, None, None).lock;
+        assert!(lock_path.starts_with(&dest) && lock_path.is_file());
+        let lock = Lockfile::load(&lock_path).unwrap();
+        let original = Lockfile::load(&repo().join(crate::fetch::LOCK_FILE)).unwrap();
+        for variant in Variant::ALL {
+            let Some(pin) = original.reference(variant.name()) else {
+                continue;
+            };
+            assert!(lock.reference(variant.name()).is_some());
+            let file = lock_dir(&lock_path).join(&pin.file);
+            let bytes = std::fs::read(&file)
+                .unwrap_or_else(|e| panic!("{} is missing from the copy: {e}", file.display()));
+            assert_eq!(hex::encode(crate::ids::sha256(&bytes)), pin.sha256);
+        }
+    }
 }

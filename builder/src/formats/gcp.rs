@@ -24,7 +24,7 @@ use anyhow::{ensure, Context, Result};
 use flate2::Crc;
 
 use super::compress::raw_deflate_sync;
-use super::pipeline::ordered_map;
+use super::parallel::ordered_map;
 use super::scan::RawDisk;
 
 /// Name of the single archive member GCP looks for.

@@ -13,7 +13,7 @@
 //! The CID is the caller's (derived from the build seed): qemu-img picks a random one.
 //!
 //! Grain compression is independent per grain: batches of grains are compressed on every core and
-//! written in order (see `pipeline`), so the output does not depend on thread timing.
+//! written in order (see `parallel`), so the output does not depend on thread timing.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -22,7 +22,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 
 use super::compress::zlib;
-use super::pipeline::ordered_map;
+use super::parallel::ordered_map;
 use super::scan::RawDisk;
 
 const SECTOR: u64 = 512;
