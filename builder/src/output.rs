@@ -61,7 +61,18 @@ impl OutputDir {
         self.dir.join(format!(".{name}.tmp"))
     }
 
-    /// Rename every temporary into its final name.
+    /// Rename every output written (each final name whose temporary exists) into place: the list
+    /// of outputs is the files the build wrote, not a list kept beside them.
+    pub fn commit_written(&self) -> Result<()> {
+        let written: Vec<&str> = FINAL_OUTPUTS
+            .iter()
+            .copied()
+            .filter(|name| std::fs::symlink_metadata(self.temp(name)).is_ok())
+            .collect();
+        self.commit(&written)
+    }
+
+    /// Rename the temporaries of `names` into their final names.
     pub fn commit(&self, names: &[&str]) -> Result<()> {
         for name in names {
             let (from, to) = (self.temp(name), self.dir.join(name));

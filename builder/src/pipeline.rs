@@ -22,7 +22,7 @@ use crate::stages::StageCache;
 use crate::{boot, esp, golden, ids, predict, rootfs, secureboot, verity_image};
 use anyhow::{bail, ensure, Context, Result};
 use cvm_verify::golden_sign;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The detached signature beside `golden-measurement.json` (`golden_sign`'s default name).
 pub const GOLDEN_SIG_FILE: &str = "golden-measurement.json.sig";
@@ -95,114 +95,28 @@ impl BuildResult {
     }
 }
 
-/// Build the image described by `spec` into `opts.out`.
+/// Build the image described by `spec` into `opts.out`: one step per line (see the module docs
+/// for why the ESP is built twice).
 pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
     let started = std::time::Instant::now();
-    let out = OutputDir::prepare(&opts.out)?;
-    let stages = StageCache::new(opts.cache.clone());
-    let keys = load_keys(opts)?;
-    let golden_key = load_golden_key(opts)?;
-
+    let cx = BuildContext::new(spec, opts)?;
     let inputs = fetch::fetch(spec, &opts.lock, &opts.cache)?;
     let guest = build_guest(spec)?;
-
-    let root_tree = rootfs::root_tree(spec, &guest)?;
-    let root = verity_image::build(&stages, "root", &root_tree, spec)?;
-    let workload = match &spec.workload {
-        Some(w) => Some(verity_image::build(
-            &stages,
-            "workload",
-            &rootfs::workload_tree(w, &guest)?,
-            spec,
-        )?),
-        None => None,
-    };
-
-    // Target sections add drivers and command-line words to the base image.
-    let target_names: Vec<String> = opts.targets.iter().map(|t| t.to_string()).collect();
-    let initrd = boot::initramfs(&stages, spec, &inputs, &guest, &root, &target_names)?;
-    let uki = boot::uki(&stages, spec, &inputs, &initrd, &target_names)?;
-    let uki = match &keys {
-        Some(k) => secureboot::sign_uki(&stages, &uki, k)?,
-        None => uki,
-    };
-    // The UKI-only ESP fixes the ESP's size and partition UUID (see the module docs).
-    let esp_plain = boot::esp(&stages, spec, &uki, &[])?;
-
+    let root = cx.root(&guest)?;
+    let workload = cx.workload(&guest)?;
+    let initrd = boot::initramfs(&cx.stages, spec, &inputs, &guest, &root, &cx.target_names)?;
+    let uki = cx.uki(&inputs, &initrd)?;
+    let esp_plain = boot::esp(&cx.stages, spec, &uki, &[])?;
     let mut parts = partitions(spec, &esp_plain, &root, workload.as_ref())?;
-    let disk_guid = ids::uuid("disk-guid", &[&uki.sha256, &root.info.root_hash]);
-    let layout = gpt::plan(disk_guid, &parts, formats::size_multiple(&opts.targets), 0)?;
-
-    let secure_boot = keys
-        .as_ref()
-        .map(|k| secureboot::write_outputs(&out, &inputs.ovmf_vars, k))
-        .transpose()?;
-    let enrolled = match (&keys, &secure_boot) {
-        (Some(k), Some(sb)) => {
-            let vars = sb
-                .files
-                .iter()
-                .find(|(name, _)| name == "OVMF_VARS.fd")
-                .map(|(_, path)| path.clone())
-                .context("the Secure Boot outputs have no OVMF_VARS.fd")?;
-            Some((vars, k.db.cert_der()?))
-        }
-        _ => None,
-    };
-
-    // Predict from the partition table alone (all PCR 5 sees of the disk), then embed.
-    let disk_tmp = out.temp("disk.raw");
-    gpt::write_table(&disk_tmp, &layout)?;
-    let measured_table = gpt::gpt_event_data(&disk_tmp)?;
-    let golden_json = predict_golden(
-        spec,
-        &opts.lock,
-        &inputs,
-        &uki,
-        workload.as_ref(),
-        &disk_tmp,
-        enrolled.as_ref(),
-    )?;
-    let golden_sig = golden_key
-        .as_ref()
-        .map(|key| sign_golden(key, &golden_json))
-        .transpose()?;
-    let esp_img = boot::esp(
-        &stages,
-        spec,
-        &uki,
-        &golden_esp_files(&golden_json, golden_sig.as_deref()),
-    )?;
-    ensure!(
-        esp_img.size == esp_plain.size,
-        "the ESP with the golden measurement is {} bytes, the planned one {} bytes",
-        esp_img.size,
-        esp_plain.size
-    );
-    parts
-        .iter_mut()
-        .find(|p| p.type_guid == gpt::ESP_TYPE)
-        .context("the partition plan has no ESP")?
-        .source = esp_img.path.clone();
-
-    eprintln!("cvm-image: writing disk ({} MiB)", layout.size_bytes >> 20);
-    gpt::write_disk(&disk_tmp, &layout, &parts)?;
-    ensure!(
-        gpt::gpt_event_data(&disk_tmp)? == measured_table,
-        "internal error: embedding the golden measurement changed the measured partition table \
-         of {}",
-        disk_tmp.display()
-    );
-    let artifacts = write_artifacts(spec, opts, &disk_tmp)?;
-    let uki_tmp = out.temp("uki.efi");
-    std::fs::copy(&uki.path, &uki_tmp)
-        .with_context(|| format!("cannot write {}", uki_tmp.display()))?;
-
-    let mut listed = artifacts.clone();
-    if let Some(sb) = &secure_boot {
-        listed.extend(sb.files.iter().cloned());
-    }
-
+    let layout = cx.layout(&uki, &root, &parts)?;
+    let secure_boot = cx.secure_boot_outputs(&inputs)?;
+    let disk = cx.out.temp("disk.raw");
+    let measured_table = write_partition_table(&disk, &layout)?;
+    let golden = cx.predict(&inputs, &uki, workload.as_ref(), &disk, secure_boot.as_ref())?;
+    let esp = cx.esp_with_golden(&uki, &esp_plain, &golden, &mut parts)?;
+    write_disk(&disk, &layout, &parts, &measured_table)?;
+    let artifacts = write_artifacts(spec, opts, &disk)?;
+    cx.copy_output("uki.efi", &uki.path)?;
     let manifest = manifest::assemble(manifest::Parts {
         spec,
         inputs: &inputs,
@@ -212,37 +126,218 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
         workload: workload.as_ref(),
         initrd: &initrd,
         uki: &uki,
-        esp: &esp_img,
-        disk: &disk_tmp,
-        artifacts: &listed,
-        secure_boot: secure_boot.as_ref().map(|sb| &sb.info),
+        esp: &esp,
+        disk: &disk,
+        artifacts: &listed_outputs(artifacts, secure_boot.as_ref()),
+        secure_boot: secure_boot.as_ref().map(|sb| &sb.outputs.info),
     })?;
-    let golden_tmp = out.temp(golden::FILE);
-    std::fs::write(&golden_tmp, &golden_json)
-        .with_context(|| format!("cannot write {}", golden_tmp.display()))?;
-    if let Some(sig) = &golden_sig {
-        let sig_tmp = out.temp(GOLDEN_SIG_FILE);
-        std::fs::write(&sig_tmp, sig)
-            .with_context(|| format!("cannot write {}", sig_tmp.display()))?;
-    }
-    let manifest_tmp = out.temp("manifest.json");
-    std::fs::write(&manifest_tmp, manifest.to_json()?)
-        .with_context(|| format!("cannot write {}", manifest_tmp.display()))?;
-
-    let mut names = vec!["disk.raw", "uki.efi", "manifest.json", golden::FILE];
-    if golden_sig.is_some() {
-        names.push(GOLDEN_SIG_FILE);
-    }
-    names.extend(artifacts.iter().map(|(name, _)| name.as_str()));
-    if let Some(sb) = &secure_boot {
-        names.extend(sb.commit.iter().copied());
-    }
-    out.commit(&names)?;
+    cx.write_golden(&golden)?;
+    cx.write_output("manifest.json", &manifest.to_json()?)?;
+    cx.out.commit_written()?;
     Ok(BuildResult {
         out: opts.out.clone(),
         manifest,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// What every step of a build works with: the spec and options, the output directory, the stage
+/// cache and the keys (loaded first, so a bad key fails before any expensive stage).
+struct BuildContext<'a> {
+    spec: &'a Spec,
+    opts: &'a Options,
+    out: OutputDir,
+    stages: StageCache,
+    keys: Option<secureboot::keys::SecureBootKeys>,
+    golden_key: Option<golden_sign::SigningKey>,
+    /// The `--target`s by name: their spec sections add drivers and command-line words.
+    target_names: Vec<String>,
+}
+
+/// The Secure Boot outputs written and what the prediction needs of them: the enrolled VARS
+/// store and the db certificate that signed the UKI.
+struct SecureBoot {
+    outputs: secureboot::SecureBootOutputs,
+    enrolled: (PathBuf, Vec<u8>),
+}
+
+/// The golden measurement (pretty JSON, newline-ended) and its detached signature, if signed.
+struct GoldenFile {
+    json: Vec<u8>,
+    sig: Option<Vec<u8>>,
+}
+
+impl<'a> BuildContext<'a> {
+    fn new(spec: &'a Spec, opts: &'a Options) -> Result<Self> {
+        Ok(BuildContext {
+            spec,
+            opts,
+            out: OutputDir::prepare(&opts.out)?,
+            stages: StageCache::new(opts.cache.clone()),
+            keys: load_keys(opts)?,
+            golden_key: load_golden_key(opts)?,
+            target_names: opts.targets.iter().map(|t| t.to_string()).collect(),
+        })
+    }
+
+    fn root(&self, guest: &GuestBinaries) -> Result<verity_image::VerityImage> {
+        let tree = rootfs::root_tree(self.spec, guest)?;
+        verity_image::build(&self.stages, "root", &tree, self.spec)
+    }
+
+    fn workload(&self, guest: &GuestBinaries) -> Result<Option<verity_image::VerityImage>> {
+        let Some(w) = &self.spec.workload else {
+            return Ok(None);
+        };
+        let tree = rootfs::workload_tree(w, guest)?;
+        verity_image::build(&self.stages, "workload", &tree, self.spec).map(Some)
+    }
+
+    /// The UKI, signed with db when Secure Boot keys are given.
+    fn uki(&self, inputs: &fetch::Fetched, initrd: &boot::Initrd) -> Result<boot::Uki> {
+        let uki = boot::uki(&self.stages, self.spec, inputs, initrd, &self.target_names)?;
+        match &self.keys {
+            Some(k) => secureboot::sign_uki(&self.stages, &uki, k),
+            None => Ok(uki),
+        }
+    }
+
+    /// The disk layout; the disk GUID follows from the UKI and the root hash.
+    fn layout(
+        &self,
+        uki: &boot::Uki,
+        root: &verity_image::VerityImage,
+        parts: &[PartitionPlan],
+    ) -> Result<gpt::DiskLayout> {
+        let disk_guid = ids::uuid("disk-guid", &[&uki.sha256, &root.info.root_hash]);
+        let multiple = formats::size_multiple(&self.opts.targets);
+        gpt::plan(disk_guid, parts, multiple, 0)
+    }
+
+    /// With keys: OVMF_VARS.fd with them enrolled and secure-boot/, written to the output dir.
+    fn secure_boot_outputs(&self, inputs: &fetch::Fetched) -> Result<Option<SecureBoot>> {
+        let Some(keys) = &self.keys else {
+            return Ok(None);
+        };
+        let outputs = secureboot::write_outputs(&self.out, &inputs.ovmf_vars, keys)?;
+        let vars = outputs
+            .files
+            .iter()
+            .find(|(name, _)| name == secureboot::OVMF_VARS_OUTPUT)
+            .map(|(_, path)| path.clone())
+            .context("the Secure Boot outputs have no OVMF_VARS.fd")?;
+        let enrolled = (vars, keys.db.cert_der()?);
+        Ok(Some(SecureBoot { outputs, enrolled }))
+    }
+
+    /// Predict the boot from the partition table alone (all PCR 5 sees of the disk) and sign it.
+    fn predict(
+        &self,
+        inputs: &fetch::Fetched,
+        uki: &boot::Uki,
+        workload: Option<&verity_image::VerityImage>,
+        disk: &Path,
+        secure_boot: Option<&SecureBoot>,
+    ) -> Result<GoldenFile> {
+        let enrolled = secure_boot.map(|sb| &sb.enrolled);
+        let json = predict_golden(
+            self.spec,
+            &self.opts.lock,
+            inputs,
+            uki,
+            workload,
+            disk,
+            enrolled,
+        )?;
+        let sig = self
+            .golden_key
+            .as_ref()
+            .map(|key| sign_golden(key, &json))
+            .transpose()?;
+        Ok(GoldenFile { json, sig })
+    }
+
+    /// The ESP rebuilt with the golden file embedded, in place of the UKI-only one in `parts`; it
+    /// must keep the planned size, so the partition table (and so the prediction) stays valid.
+    fn esp_with_golden(
+        &self,
+        uki: &boot::Uki,
+        planned: &boot::EspImage,
+        golden: &GoldenFile,
+        parts: &mut [PartitionPlan],
+    ) -> Result<boot::EspImage> {
+        let files = golden_esp_files(&golden.json, golden.sig.as_deref());
+        let esp = boot::esp(&self.stages, self.spec, uki, &files)?;
+        ensure!(
+            esp.size == planned.size,
+            "the ESP with the golden measurement is {} bytes, the planned one {} bytes",
+            esp.size,
+            planned.size
+        );
+        parts
+            .iter_mut()
+            .find(|p| p.type_guid == gpt::ESP_TYPE)
+            .context("the partition plan has no ESP")?
+            .source = esp.path.clone();
+        Ok(esp)
+    }
+
+    fn write_golden(&self, golden: &GoldenFile) -> Result<()> {
+        self.write_output(golden::FILE, &golden.json)?;
+        match &golden.sig {
+            Some(sig) => self.write_output(GOLDEN_SIG_FILE, sig),
+            None => Ok(()),
+        }
+    }
+
+    /// Write the output `name` under its temporary name (committed at the end of the build).
+    fn write_output(&self, name: &str, data: &[u8]) -> Result<()> {
+        let tmp = self.out.temp(name);
+        std::fs::write(&tmp, data).with_context(|| format!("cannot write {}", tmp.display()))
+    }
+
+    fn copy_output(&self, name: &str, from: &Path) -> Result<()> {
+        let tmp = self.out.temp(name);
+        std::fs::copy(from, &tmp)
+            .map(drop)
+            .with_context(|| format!("cannot write {}", tmp.display()))
+    }
+}
+
+/// Write the GPT alone (the prediction reads nothing else of the disk) and return the bytes the
+/// firmware measures of it into PCR 5.
+fn write_partition_table(disk: &Path, layout: &gpt::DiskLayout) -> Result<Vec<u8>> {
+    gpt::write_table(disk, layout)?;
+    gpt::gpt_event_data(disk)
+}
+
+/// Write the whole disk and check that its measured partition table is the predicted one.
+fn write_disk(
+    disk: &Path,
+    layout: &gpt::DiskLayout,
+    parts: &[PartitionPlan],
+    measured_table: &[u8],
+) -> Result<()> {
+    eprintln!("cvm-image: writing disk ({} MiB)", layout.size_bytes >> 20);
+    gpt::write_disk(disk, layout, parts)?;
+    ensure!(
+        gpt::gpt_event_data(disk)? == measured_table,
+        "internal error: embedding the golden measurement changed the measured partition table \
+         of {}",
+        disk.display()
+    );
+    Ok(())
+}
+
+/// The extra outputs the manifest lists: the artifacts, then the Secure Boot files.
+fn listed_outputs(
+    mut artifacts: Vec<(String, PathBuf)>,
+    secure_boot: Option<&SecureBoot>,
+) -> Vec<(String, PathBuf)> {
+    if let Some(sb) = secure_boot {
+        artifacts.extend(sb.outputs.files.iter().cloned());
+    }
+    artifacts
 }
 
 /// The owner's Secure Boot keys, loaded before any expensive stage so a bad key directory fails fast.
