@@ -7,7 +7,7 @@
 use crate::fetch::Fetched;
 use crate::guest::GuestBinaries;
 use crate::initramfs::{self, Entry, EntryKind};
-use crate::kmod::ModuleIndex;
+use crate::kmod::{Closure, ModuleIndex, ModuleInfo};
 use crate::pcr_prediction::{EventInfo, PcrPrediction};
 use crate::spec::{PartSize, Spec};
 use crate::stages::StageCache;
@@ -81,6 +81,8 @@ fn boot_config(
     }
 }
 
+/// The initramfs: the static init, the boot config and the kernel modules the spec asks for (and
+/// the targets' optional ones this kernel has), as a reproducible zstd cpio.
 pub fn initramfs(
     stages: &StageCache,
     spec: &Spec,
@@ -92,104 +94,140 @@ pub fn initramfs(
     let init = std::fs::read(&guest.init)
         .with_context(|| format!("cannot read {}", guest.init.display()))?;
     let index = ModuleIndex::open(&inputs.modules_dir)?;
-    let profile = || {
-        format!(
-            "kernel profile {}: module list",
-            spec.kernel_profile.display()
-        )
-    };
-    let closure = index.closure(&spec.kernel.modules).with_context(profile)?;
-    // Optional modules (TEE guest drivers) this kernel has, with their dependencies not already loaded.
-    let present: Vec<String> = spec
-        .optional_modules(targets)
-        .iter()
-        .filter(|m| index.contains(m))
-        .cloned()
-        .collect();
-    let optional_closure = index.closure(&present).with_context(profile)?;
-    let required: Vec<&str> = closure
-        .modules
-        .iter()
-        .map(|m| m.rel_path.as_str())
-        .collect();
-    let optional_mods: Vec<_> = optional_closure
-        .modules
-        .iter()
-        .filter(|m| !required.contains(&m.rel_path.as_str()))
-        .cloned()
-        .collect();
-    let module_dir = format!("lib/modules/{}", index.kernel_version());
-    let path_of = |m: &crate::kmod::ModuleInfo| format!("{module_dir}/{}", m.rel_path);
-    let modules: Vec<String> = closure.modules.iter().map(path_of).collect();
-    let optional: Vec<String> = optional_mods.iter().map(path_of).collect();
-    let config = boot_config(root, modules.clone(), optional.clone());
+    let mods = InitrdModules::resolve(&index, spec, targets)?;
+    let config = boot_config(root, mods.required.clone(), mods.optional.clone());
     let config_json = serde_json::to_vec_pretty(&config)?;
     let epoch = spec.image.source_date_epoch;
-
-    let init_sha = ids::sha256(&init);
-    let (dir, meta) = stages.get_or_build(
-        "initramfs",
-        &[
-            &init_sha,
-            inputs.kernel_sha256.as_bytes(),
-            &config_json,
-            &epoch.to_le_bytes(),
-        ],
-        |dir| {
-            eprintln!(
-                "cvm-image: initramfs: {} modules for {}",
-                closure.modules.len(),
-                index.kernel_version()
-            );
-            let mut entries = vec![
-                Entry {
-                    path: "init".into(),
-                    mode: 0o755,
-                    kind: EntryKind::File(init.clone()),
-                },
-                Entry {
-                    path: BOOT_CONFIG_PATH.into(),
-                    mode: 0o644,
-                    kind: EntryKind::File(config_json.clone()),
-                },
-            ];
-            for dir in ["dev", "proc", "sys", "run", "sysroot"] {
-                entries.push(Entry {
-                    path: dir.into(),
-                    mode: 0o755,
-                    kind: EntryKind::Dir,
-                });
-            }
-            for m in closure.modules.iter().chain(&optional_mods) {
-                entries.push(Entry {
-                    path: format!("{module_dir}/{}", m.rel_path),
-                    mode: 0o644,
-                    kind: EntryKind::File(index.read_module(m)?),
-                });
-            }
-            let cpio = initramfs::write_cpio(entries, u32::try_from(epoch).unwrap_or(u32::MAX))?;
-            let compressed = initramfs::compress(&cpio, initramfs::Compression::Zstd)?;
-            let path = dir.join("initrd.img");
-            std::fs::write(&path, &compressed)?;
-            Ok(InitrdMeta {
-                sha256: hex::encode(ids::sha256(&compressed)),
-                size: compressed.len() as u64,
-                kernel_version: index.kernel_version().to_string(),
-                modules: modules.iter().chain(&optional).cloned().collect(),
-                builtin: closure
-                    .builtin
-                    .iter()
-                    .chain(&optional_closure.builtin)
-                    .cloned()
-                    .collect(),
-                boot_config: config.clone(),
-            })
-        },
-    )?;
+    let key: [&[u8]; 4] = [
+        &ids::sha256(&init),
+        inputs.kernel_sha256.as_bytes(),
+        &config_json,
+        &epoch.to_le_bytes(),
+    ];
+    let (dir, meta) = stages.get_or_build("initramfs", &key, |dir| {
+        eprintln!(
+            "cvm-image: initramfs: {} modules for {}",
+            mods.closure.modules.len(),
+            index.kernel_version()
+        );
+        let entries = initrd_entries(&init, &config_json, &index, &mods)?;
+        let cpio = initramfs::write_cpio(entries, u32::try_from(epoch).unwrap_or(u32::MAX))?;
+        let compressed = initramfs::compress(&cpio, initramfs::Compression::Zstd)?;
+        std::fs::write(dir.join("initrd.img"), &compressed)?;
+        Ok(InitrdMeta {
+            sha256: hex::encode(ids::sha256(&compressed)),
+            size: compressed.len() as u64,
+            kernel_version: index.kernel_version().to_string(),
+            modules: mods.required.iter().chain(&mods.optional).cloned().collect(),
+            builtin: mods.builtin(),
+            boot_config: config.clone(),
+        })
+    })?;
     Ok(Initrd {
         path: dir.join("initrd.img"),
         meta,
     })
+}
+
+/// The modules of an initramfs: the spec's closure, then the optional modules not already in it.
+struct InitrdModules {
+    closure: Closure,
+    optional_closure: Closure,
+    /// The optional closure's modules that the required closure does not load.
+    optional_mods: Vec<ModuleInfo>,
+    module_dir: String,
+    /// Paths inside the initramfs, in load order.
+    required: Vec<String>,
+    optional: Vec<String>,
+}
+
+impl InitrdModules {
+    fn resolve(index: &ModuleIndex, spec: &Spec, targets: &[String]) -> Result<Self> {
+        let profile = || {
+            format!(
+                "kernel profile {}: module list",
+                spec.kernel_profile.display()
+            )
+        };
+        let closure = index.closure(&spec.kernel.modules).with_context(profile)?;
+        // Optional modules (TEE guest drivers) this kernel has, with their dependencies not already loaded.
+        let present: Vec<String> = spec
+            .optional_modules(targets)
+            .iter()
+            .filter(|m| index.contains(m))
+            .cloned()
+            .collect();
+        let optional_closure = index.closure(&present).with_context(profile)?;
+        let required: Vec<&str> = closure
+            .modules
+            .iter()
+            .map(|m| m.rel_path.as_str())
+            .collect();
+        let optional_mods: Vec<ModuleInfo> = optional_closure
+            .modules
+            .iter()
+            .filter(|m| !required.contains(&m.rel_path.as_str()))
+            .cloned()
+            .collect();
+        let module_dir = format!("lib/modules/{}", index.kernel_version());
+        let path_of = |m: &ModuleInfo| format!("{module_dir}/{}", m.rel_path);
+        let required = closure.modules.iter().map(path_of).collect();
+        let optional = optional_mods.iter().map(path_of).collect();
+        Ok(InitrdModules {
+            closure,
+            optional_closure,
+            optional_mods,
+            module_dir,
+            required,
+            optional,
+        })
+    }
+
+    /// Requested modules built into this kernel (required first).
+    fn builtin(&self) -> Vec<String> {
+        self.closure
+            .builtin
+            .iter()
+            .chain(&self.optional_closure.builtin)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The initramfs's files: the init, its boot config, the mount points and the modules.
+fn initrd_entries(
+    init: &[u8],
+    config_json: &[u8],
+    index: &ModuleIndex,
+    mods: &InitrdModules,
+) -> Result<Vec<Entry>> {
+    let mut entries = vec![
+        Entry {
+            path: "init".into(),
+            mode: 0o755,
+            kind: EntryKind::File(init.to_vec()),
+        },
+        Entry {
+            path: BOOT_CONFIG_PATH.into(),
+            mode: 0o644,
+            kind: EntryKind::File(config_json.to_vec()),
+        },
+    ];
+    for dir in ["dev", "proc", "sys", "run", "sysroot"] {
+        entries.push(Entry {
+            path: dir.into(),
+            mode: 0o755,
+            kind: EntryKind::Dir,
+        });
+    }
+    for m in mods.closure.modules.iter().chain(&mods.optional_mods) {
+        entries.push(Entry {
+            path: format!("{}/{}", mods.module_dir, m.rel_path),
+            mode: 0o644,
+            kind: EntryKind::File(index.read_module(m)?),
+        });
+    }
+    Ok(entries)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
