@@ -118,7 +118,12 @@ pub fn initramfs(
             sha256: hex::encode(ids::sha256(&compressed)),
             size: compressed.len() as u64,
             kernel_version: index.kernel_version().to_string(),
-            modules: mods.required.iter().chain(&mods.optional).cloned().collect(),
+            modules: mods
+                .required
+                .iter()
+                .chain(&mods.optional)
+                .cloned()
+                .collect(),
             builtin: mods.builtin(),
             boot_config: config.clone(),
         })

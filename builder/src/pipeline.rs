@@ -112,7 +112,13 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
     let secure_boot = cx.secure_boot_outputs(&inputs)?;
     let disk = cx.out.temp("disk.raw");
     let measured_table = write_partition_table(&disk, &layout)?;
-    let golden = cx.predict(&inputs, &uki, workload.as_ref(), &disk, secure_boot.as_ref())?;
+    let golden = cx.predict(
+        &inputs,
+        &uki,
+        workload.as_ref(),
+        &disk,
+        secure_boot.as_ref(),
+    )?;
     let esp = cx.esp_with_golden(&uki, &esp_plain, &golden, &mut parts)?;
     write_disk(&disk, &layout, &parts, &measured_table)?;
     let artifacts = write_artifacts(spec, opts, &disk)?;

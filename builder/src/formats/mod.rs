@@ -26,7 +26,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-
 use anyhow::{ensure, Context, Result};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;

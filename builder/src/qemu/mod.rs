@@ -36,7 +36,6 @@ use crate::reference;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
-
 /// `cvm-image run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {

@@ -16,8 +16,8 @@ use super::keys::{Role, SecureBootKeys};
 use super::varstore::{self, VarStore};
 use super::{authenticode, aws, pcr7, Guid};
 use crate::boot::{Uki, UkiMeta};
-use crate::pcr_prediction::{EventInfo, PcrPrediction};
 use crate::output::OutputDir;
+use crate::pcr_prediction::{EventInfo, PcrPrediction};
 use crate::stages::StageCache;
 use crate::{ids, uki};
 
