@@ -288,7 +288,7 @@ pub fn check_collaterals(
             (PcrValues::from([(HashAlg::SHA256, q.pcrs)]), Some(ak_name))
         }
         Err(e) => {
-            checks.push(AttestCheck::from_result(CheckKind::Quote, Err(e)));
+            checks.push(AttestCheck::from_result(CheckKind::Quote, Err(e.into())));
             (served, None)
         }
     };

@@ -13,7 +13,7 @@
 //! 4. credentialBlob (TPM2B_ID_OBJECT contents) = TPM2B(outerHMAC) ‖ encIdentity;
 //!    secret (TPM2B_ENCRYPTED_SECRET contents) = the RSA ciphertext or the TPMS_ECC_POINT Qe.
 
-use anyhow::{bail, ensure, Context, Result};
+use super::error::{bail, ensure, Classify, Error, Result};
 use hmac::{Hmac, Mac};
 use rand_core::{CryptoRngCore, OsRng, RngCore};
 use rsa::{BigUint, Oaep, RsaPublicKey};
@@ -101,23 +101,23 @@ fn protect_seed(ek: &Public, rng: &mut impl CryptoRngCore) -> Result<(Vec<u8>, V
             let mut seed = vec![0u8; SHA256_LEN];
             rng.fill_bytes(&mut seed);
             let key = RsaPublicKey::new(BigUint::from_bytes_be(modulus), BigUint::from(*exponent))
-                .context("the EK's RSA public key")?;
+                .or_err(Error::Key, "the EK's RSA public key")?;
             let label = String::from_utf8_lossy(IDENTITY_LABEL).into_owned();
             let encrypted = key
                 .encrypt(rng, Oaep::new_with_label::<Sha256, _>(label), &seed)
-                .context("RSA-OAEP encryption of the credential seed")?;
+                .or_err(Error::Crypto, "RSA-OAEP encryption of the credential seed")?;
             Ok((seed, encrypted))
         }
         PublicKey::EccP256 { x, y } => {
             use p256::elliptic_curve::sec1::ToEncodedPoint;
             let point = p256::EncodedPoint::from_affine_coordinates(x.into(), y.into(), false);
             let ek_key = p256::PublicKey::from_sec1_bytes(point.as_bytes())
-                .context("the EK's ECC point is not on P-256")?;
+                .or_err(Error::Key, "the EK's ECC point is not on P-256")?;
             let ephemeral = p256::ecdh::EphemeralSecret::random(rng);
             let qe = ephemeral.public_key().to_encoded_point(false);
             let (qe_x, qe_y) = match (qe.x(), qe.y()) {
                 (Some(x), Some(y)) => (x.to_vec(), y.to_vec()),
-                _ => bail!("ephemeral ECDH key is the identity point"),
+                _ => bail!(Crypto, "ephemeral ECDH key is the identity point"),
             };
             let z = ephemeral.diffie_hellman(&ek_key);
             let seed = kdfe(
@@ -147,14 +147,19 @@ pub fn make_credential_with_rng(
 ) -> Result<MadeCredential> {
     ensure!(
         ek.name_alg == TPM_ALG_SHA256,
+        Key,
         "EK nameAlg {:#06x} is not SHA-256",
         ek.name_alg
     );
     let Some((TPM_ALG_AES, sym_bits)) = ek.symmetric else {
-        bail!("the EK has no AES symmetric parameters: it is not a storage (endorsement) key");
+        bail!(
+            Key,
+            "the EK has no AES symmetric parameters: it is not a storage (endorsement) key"
+        );
     };
     ensure!(
         !credential.is_empty() && credential.len() <= MAX_CREDENTIAL_LEN,
+        Crypto,
         "a credential has 1 to {MAX_CREDENTIAL_LEN} bytes, not {}",
         credential.len()
     );
@@ -179,12 +184,12 @@ fn aes_cfb_encrypt(key: &[u8], data: &mut [u8]) -> Result<()> {
     const IV: [u8; 16] = [0; 16];
     match key.len() {
         16 => cfb_mode::Encryptor::<aes::Aes128>::new_from_slices(key, &IV)
-            .context("AES-128-CFB key")?
+            .or_err(Error::Crypto, "AES-128-CFB key")?
             .encrypt(data),
         32 => cfb_mode::Encryptor::<aes::Aes256>::new_from_slices(key, &IV)
-            .context("AES-256-CFB key")?
+            .or_err(Error::Crypto, "AES-256-CFB key")?
             .encrypt(data),
-        n => bail!("AES key of {n} bytes"),
+        n => bail!(Crypto, "AES key of {n} bytes"),
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //!
 //! | module | checks |
 //! |---|---|
+//! | [`error`] | the one error type: why evidence was refused, by variant |
 //! | [`tpm2`] | parsing of TPMT_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE; object Names |
 //! | [`quote`] | AK signature over the quote, nonce = extraData, pcrDigest over the reported PCRs |
 //! | [`credential`] | TPM2_MakeCredential for the AK↔EK proof (RSA-OAEP or ECDH seed, KDFa, AES-CFB, HMAC) |
@@ -13,11 +14,14 @@
 //! it binds the verifier's nonce and the AK into a TEE report.
 
 pub mod credential;
+pub mod error;
 pub mod quote;
 pub mod signing_key;
 pub mod snp;
 pub mod tdx;
 pub mod tpm2;
+
+pub use error::{Error, Result};
 
 use sha2::{Digest, Sha512};
 

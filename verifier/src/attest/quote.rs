@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, ensure, Context, Result};
+use super::error::{bail, ensure, Classify, Context, Error, Result};
 use rsa::{BigUint, Pkcs1v15Sign, Pss, RsaPublicKey};
 use sha2::{Sha256, Sha384};
 
@@ -23,7 +23,7 @@ pub struct VerifiedQuote {
 
 fn rsa_key(modulus: &[u8], exponent: u32) -> Result<RsaPublicKey> {
     RsaPublicKey::new(BigUint::from_bytes_be(modulus), BigUint::from(exponent))
-        .context("RSA public key of the AK")
+        .or_err(Error::Key, "RSA public key of the AK")
 }
 
 /// Verifies `sig` over `message` (a TPMS_ATTEST) with `key`.
@@ -34,41 +34,57 @@ pub fn verify_signature(key: &PublicKey, message: &[u8], sig: &Signature) -> Res
             let digest = tpm2::hash(*hash_alg, message)?;
             let point = p256::EncodedPoint::from_affine_coordinates(x.into(), y.into(), false);
             let vk = p256::ecdsa::VerifyingKey::from_encoded_point(&point)
-                .context("the AK's ECC point is not on P-256")?;
+                .or_err(Error::Key, "the AK's ECC point is not on P-256")?;
             let pad = |v: &[u8]| -> Result<[u8; 32]> {
-                ensure!(v.len() <= 32, "ECDSA P-256 scalar of {} bytes", v.len());
+                ensure!(
+                    v.len() <= 32,
+                    Malformed,
+                    "ECDSA P-256 scalar of {} bytes",
+                    v.len()
+                );
                 let mut out = [0u8; 32];
                 out[32 - v.len()..].copy_from_slice(v);
                 Ok(out)
             };
             let sig = p256::ecdsa::Signature::from_scalars(pad(r)?, pad(s)?)
-                .context("ECDSA signature scalars out of range")?;
-            vk.verify_prehash(&digest, &sig)
-                .context("the quote's ECDSA signature does not verify with the AK")
+                .or_err(Error::Malformed, "ECDSA signature scalars out of range")?;
+            vk.verify_prehash(&digest, &sig).or_err(
+                Error::Signature,
+                "the quote's ECDSA signature does not verify with the AK",
+            )
         }
         (PublicKey::Rsa { modulus, exponent }, Signature::RsaSsa { hash_alg, sig }) => {
             let digest = tpm2::hash(*hash_alg, message)?;
             let scheme = match *hash_alg {
                 TPM_ALG_SHA256 => Pkcs1v15Sign::new::<Sha256>(),
                 TPM_ALG_SHA384 => Pkcs1v15Sign::new::<Sha384>(),
-                a => bail!("RSASSA with hash {a:#06x} is not supported"),
+                a => bail!(Unsupported, "RSASSA with hash {a:#06x} is not supported"),
             };
             rsa_key(modulus, *exponent)?
                 .verify(scheme, &digest, sig)
-                .context("the quote's RSASSA signature does not verify with the AK")
+                .or_err(
+                    Error::Signature,
+                    "the quote's RSASSA signature does not verify with the AK",
+                )
         }
         (PublicKey::Rsa { modulus, exponent }, Signature::RsaPss { hash_alg, sig }) => {
             let digest = tpm2::hash(*hash_alg, message)?;
             let scheme = match *hash_alg {
                 TPM_ALG_SHA256 => Pss::new::<Sha256>(),
                 TPM_ALG_SHA384 => Pss::new::<Sha384>(),
-                a => bail!("RSAPSS with hash {a:#06x} is not supported"),
+                a => bail!(Unsupported, "RSAPSS with hash {a:#06x} is not supported"),
             };
             rsa_key(modulus, *exponent)?
                 .verify(scheme, &digest, sig)
-                .context("the quote's RSAPSS signature does not verify with the AK")
+                .or_err(
+                    Error::Signature,
+                    "the quote's RSAPSS signature does not verify with the AK",
+                )
         }
-        _ => bail!("the quote's signature algorithm does not match the AK's key type"),
+        _ => bail!(
+            Signature,
+            "the quote's signature algorithm does not match the AK's key type"
+        ),
     }
 }
 
@@ -108,32 +124,36 @@ pub fn verify_quote(
     let parsed = Attest::parse(attest).context("parsing the quote")?;
     ensure!(
         parsed.extra_data == nonce,
+        Nonce,
         "the quote's nonce {} is not the one sent ({}): stale or replayed evidence",
         hex::encode(&parsed.extra_data),
         hex::encode(nonce)
     );
     let [selection] = parsed.pcr_select.as_slice() else {
         bail!(
+            Mismatch,
             "the quote selects {} PCR banks; exactly one (the {bank:#06x} bank) is expected",
             parsed.pcr_select.len()
         );
     };
     ensure!(
         selection.hash_alg == bank,
+        Mismatch,
         "the quote covers bank {:#06x}, not {bank:#06x}",
         selection.hash_alg
     );
     let mut quoted = BTreeMap::new();
     for p in &selection.pcrs {
-        let v = pcrs
-            .get(p)
-            .with_context(|| format!("PCR {p} is quoted but its value was not reported"))?;
+        let v = pcrs.get(p).or_err_with(Error::Mismatch, || {
+            format!("PCR {p} is quoted but its value was not reported")
+        })?;
         quoted.insert(*p, v.clone());
     }
     let values: Vec<&[u8]> = quoted.values().map(Vec::as_slice).collect();
     let digest = pcr_digest(signature_hash(&sig), &values)?;
     ensure!(
         digest == parsed.pcr_digest,
+        Mismatch,
         "the reported PCR values do not match the quote's pcrDigest (computed {}, quoted {}): \
          the values were altered or changed after the quote",
         hex::encode(&digest),

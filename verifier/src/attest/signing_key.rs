@@ -13,9 +13,9 @@
 //! 4. the authPolicy is the PolicyPCR digest of the QUOTED values of the policy's PCRs — so the key
 //!    cannot sign unless the PCRs are the ones the quote (and the golden comparison) vouch for.
 
+use super::error::{bail, ensure, Classify, Context, Error, Result};
 use super::quote::verify_signature;
 use super::tpm2::{CertifyInfo, Public, PublicKey, Signature, TPM_ALG_ECDSA, TPM_ALG_SHA256};
-use anyhow::{bail, ensure, Context, Result};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -77,7 +77,9 @@ pub struct VerifiedSigningKey {
 fn b64(field: &str, value: &str) -> Result<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(value)
-        .with_context(|| format!("signing_key field {field} is not base64"))
+        .or_err_with(Error::Malformed, || {
+            format!("signing_key field {field} is not base64")
+        })
 }
 
 /// Checks `sk` as certified by the verified AK `ak` for `nonce`, bound to the `quoted` sha256 PCRs.
@@ -97,11 +99,13 @@ pub fn verify_signing_key(
     name.extend_from_slice(&digest);
     ensure!(
         sk.key_hash == key_hash,
+        Mismatch,
         "signing_key.key_hash {} is not SHA-256 of its public area ({key_hash})",
         sk.key_hash
     );
     ensure!(
         sk.name == hex::encode(&name),
+        Mismatch,
         "signing_key.name is not the Name of its public area"
     );
 
@@ -113,12 +117,14 @@ pub fn verify_signing_key(
     let info = CertifyInfo::parse(&certify).context("signing_key.certify_info")?;
     ensure!(
         info.extra_data == nonce,
+        Nonce,
         "the signing key's certification carries nonce {}, not this verifier's {} (replayed)",
         hex::encode(&info.extra_data),
         hex::encode(nonce)
     );
     ensure!(
         info.name == name,
+        Mismatch,
         "the AK certified another object ({}) than the signing key",
         hex::encode(&info.name)
     );
@@ -131,15 +137,18 @@ pub fn verify_signing_key(
 fn check_key_shape(public: &Public) -> Result<()> {
     ensure!(
         matches!(public.key, PublicKey::EccP256 { .. }),
+        Key,
         "the signing key is not an ECC P-256 key"
     );
     ensure!(
         public.name_alg == TPM_ALG_SHA256,
+        Key,
         "the signing key's nameAlg {:#06x} is not SHA-256",
         public.name_alg
     );
     ensure!(
         public.attributes == SIGNING_KEY_ATTRIBUTES,
+        Key,
         "the signing key's attributes {:#010x} are not {SIGNING_KEY_ATTRIBUTES:#010x} \
          (fixedTPM, fixedParent, sensitiveDataOrigin, sign; no userWithAuth): it might be usable \
          without its PCR policy",
@@ -147,10 +156,12 @@ fn check_key_shape(public: &Public) -> Result<()> {
     );
     ensure!(
         public.scheme == Some((TPM_ALG_ECDSA, TPM_ALG_SHA256)),
+        Key,
         "the signing key's scheme is not ECDSA/SHA-256"
     );
     ensure!(
         public.auth_policy.len() == 32,
+        Key,
         "the signing key has no SHA-256 authPolicy"
     );
     Ok(())
@@ -164,21 +175,23 @@ fn check_policy(
 ) -> Result<()> {
     ensure!(
         sk.pcr_policy.bank == POLICY_BANK && sk.pcr_policy.pcrs == POLICY_PCRS,
+        Key,
         "the signing key's policy covers {} PCRs {:?}, not sha256 PCRs {POLICY_PCRS:?}",
         sk.pcr_policy.bank,
         sk.pcr_policy.pcrs
     );
     let mut values = Vec::with_capacity(POLICY_PCRS.len());
     for pcr in POLICY_PCRS {
-        let v = quoted
-            .get(&pcr)
-            .with_context(|| format!("PCR {pcr} of the signing key's policy is not quoted"))?;
+        let v = quoted.get(&pcr).or_err_with(Error::Mismatch, || {
+            format!("PCR {pcr} of the signing key's policy is not quoted")
+        })?;
         values.push((pcr, v.clone()));
     }
     let want = cvm_tpm::pcr_policy_digest(cvm_tpm::HashAlg::Sha256, &values)
         .context("computing the PolicyPCR digest of the quoted PCRs")?;
     if public.auth_policy != want {
         bail!(
+            Key,
             "the signing key's authPolicy is not PolicyPCR over the quoted PCR values: the PCRs \
              changed since the key was created (it can no longer sign), or it is bound to other values"
         );
@@ -194,18 +207,20 @@ pub fn verify_message_signature(
 ) -> Result<()> {
     ensure!(
         signed.key_hash == key.key_hash,
+        Signature,
         "the message was signed by key {}, not by the attested key {}",
         signed.key_hash,
         key.key_hash
     );
     ensure!(
         signed.message_sha256 == hex::encode(Sha256::digest(message)),
+        Mismatch,
         "message_sha256 is not the SHA-256 of the message"
     );
     let sig = Signature::parse(
         &base64::engine::general_purpose::STANDARD
             .decode(&signed.signature)
-            .context("the message signature is not base64")?,
+            .or_err(Error::Malformed, "the message signature is not base64")?,
     )
     .context("the message signature")?;
     ensure!(
@@ -216,6 +231,7 @@ pub fn verify_message_signature(
                 ..
             }
         ),
+        Unsupported,
         "the message signature is not ECDSA/SHA-256"
     );
     verify_signature(&key.public.key, message, &sig)

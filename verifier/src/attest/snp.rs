@@ -9,7 +9,7 @@
 //! is issued per TCB version: a report claiming another TCB is not what that VCEK signs) and, for a
 //! VCEK, its hwID must equal the report's CHIP_ID.
 
-use anyhow::{bail, ensure, Context, Result};
+use super::error::{bail, ensure, Classify, Error, Result};
 use der::{Decode, DecodePem, Encode};
 use rsa::{Pss, RsaPublicKey};
 use sha2::{Digest, Sha384};
@@ -109,6 +109,7 @@ impl SnpReport {
     pub fn parse(b: &[u8]) -> Result<Self> {
         ensure!(
             b.len() == REPORT_LEN,
+            Malformed,
             "an SEV-SNP report has {REPORT_LEN} bytes, this one {}",
             b.len()
         );
@@ -135,6 +136,7 @@ impl SnpReport {
         };
         ensure!(
             (2..=5).contains(&r.version),
+            Unsupported,
             "SEV-SNP report version {} is not supported (2, 3 or 5)",
             r.version
         );
@@ -155,6 +157,7 @@ impl SnpReport {
             let le = &self.raw[at..at + SIG_COMPONENT_LEN];
             ensure!(
                 le[P384_SCALAR_LEN..].iter().all(|&b| b == 0),
+                Malformed,
                 "report signature component is wider than P-384"
             );
             let mut out: [u8; P384_SCALAR_LEN] = arr(le, 0);
@@ -162,7 +165,7 @@ impl SnpReport {
             Ok(out)
         };
         p384::ecdsa::Signature::from_scalars(be(SIG_R)?, be(SIG_S)?)
-            .context("report signature scalars out of range")
+            .or_err(Error::Malformed, "report signature scalars out of range")
     }
 }
 
@@ -191,18 +194,22 @@ fn common_name(cert: &Certificate) -> Result<String> {
                         der::asn1::Ia5StringRef::try_from(&atv.value)
                             .map(|s| s.as_str().to_string())
                     })
-                    .context("certificate common name is not a string")?;
+                    .or_err(
+                        Error::CertificateChain,
+                        "certificate common name is not a string",
+                    )?;
                 return Ok(s);
             }
         }
     }
-    bail!("certificate has no common name")
+    bail!(CertificateChain, "certificate has no common name")
 }
 
 /// Checks `cert`'s RSASSA-PSS/SHA-384 signature with `issuer`'s RSA key.
 fn verify_rsa_pss(cert: &Certificate, issuer: &Certificate, what: &str) -> Result<()> {
     ensure!(
         cert.signature_algorithm.oid == OID_RSASSA_PSS,
+        CertificateChain,
         "{what}: signature algorithm {} is not RSASSA-PSS",
         cert.signature_algorithm.oid
     );
@@ -211,19 +218,23 @@ fn verify_rsa_pss(cert: &Certificate, issuer: &Certificate, what: &str) -> Resul
         .tbs_certificate
         .subject_public_key_info
         .to_der()
-        .context("issuer public key")?;
+        .or_err(Error::Malformed, "issuer public key")?;
     let key = RsaPublicKey::from_public_key_der(&spki)
-        .with_context(|| format!("{what}: issuer key is not RSA"))?;
+        .or_err_with(Error::CertificateChain, || {
+            format!("{what}: issuer key is not RSA")
+        })?;
     let tbs = cert
         .tbs_certificate
         .to_der()
-        .context("re-encoding TBSCertificate")?;
+        .or_err(Error::Malformed, "re-encoding TBSCertificate")?;
     let sig = cert
         .signature
         .as_bytes()
-        .context("signature BIT STRING has unused bits")?;
+        .or_err(Error::Malformed, "signature BIT STRING has unused bits")?;
     key.verify(Pss::new::<Sha384>(), &Sha384::digest(&tbs), sig)
-        .with_context(|| format!("{what}: RSA-PSS signature does not verify"))
+        .or_err_with(Error::CertificateChain, || {
+            format!("{what}: RSA-PSS signature does not verify")
+        })
 }
 
 /// Certificate validity at `at_unix` (seconds).
@@ -235,6 +246,7 @@ fn check_validity(cert: &Certificate, at_unix: u64, what: &str) -> Result<()> {
     );
     ensure!(
         (nb..=na).contains(&at_unix),
+        CertificateChain,
         "{what} is valid from {} to {} (unix), not at {at_unix}",
         nb,
         na
@@ -255,11 +267,14 @@ fn check_pinned_ark(ark: &Certificate, product: Product) -> Result<()> {
     let (_, pem) = PINNED_ARKS
         .iter()
         .find(|(p, _)| *p == product)
-        .context("no pinned ARK for this product")?;
-    let pinned = Certificate::from_pem(pem.as_bytes()).context("the pinned ARK")?;
+        .or_err(Error::CertificateChain, "no pinned ARK for this product")?;
+    let pinned =
+        Certificate::from_pem(pem.as_bytes()).or_err(Error::Malformed, "the pinned ARK")?;
     ensure!(
-        ark.to_der().context("re-encoding the ARK")?
-            == pinned.to_der().context("the pinned ARK")?,
+        ark.to_der()
+            .or_err(Error::Malformed, "re-encoding the ARK")?
+            == pinned.to_der().or_err(Error::Malformed, "the pinned ARK")?,
+        CertificateChain,
         "the chain's ARK-{} is not AMD's published ARK-{}",
         product.name(),
         product.name()
@@ -269,13 +284,13 @@ fn check_pinned_ark(ark: &Certificate, product: Product) -> Result<()> {
 
 /// Parses and checks a KDS `cert_chain` (PEM: ASK/ASVK then ARK): see [`verify_chain_certs`].
 pub fn verify_chain(pem: &[u8]) -> Result<AmdChain> {
-    let certs =
-        Certificate::load_pem_chain(pem).context("parsing the AMD certificate chain PEM")?;
+    let certs = Certificate::load_pem_chain(pem)
+        .or_err(Error::Malformed, "parsing the AMD certificate chain PEM")?;
     let [ask, ark] = <[Certificate; 2]>::try_from(certs).map_err(|c| {
-        anyhow::anyhow!(
+        Error::Malformed(format!(
             "an AMD cert_chain has 2 certificates (ASK, ARK), this one {}",
             c.len()
-        )
+        ))
     })?;
     verify_chain_certs(ask, ark)
 }
@@ -288,13 +303,17 @@ pub fn verify_chain_certs(ask: Certificate, ark: Certificate) -> Result<AmdChain
         "ARK-Milan" => Product::Milan,
         "ARK-Genoa" => Product::Genoa,
         "ARK-Turin" => Product::Turin,
-        other => bail!("root common name {other:?} is not an AMD ARK (ARK-Milan/Genoa/Turin)"),
+        other => bail!(
+            CertificateChain,
+            "root common name {other:?} is not an AMD ARK (ARK-Milan/Genoa/Turin)"
+        ),
     };
     check_pinned_ark(&ark, product)?;
     let ask_cn = common_name(&ask)?;
     let is_vlek_chain = ask_cn == format!("SEV-VLEK-{}", product.name());
     ensure!(
         is_vlek_chain || ask_cn == format!("SEV-{}", product.name()),
+        CertificateChain,
         "intermediate {ask_cn:?} does not belong to {ark_cn}"
     );
     verify_rsa_pss(&ark, &ark, "ARK self-signature")?;
@@ -327,8 +346,12 @@ fn extension<'a>(cert: &'a Certificate, oid: &str) -> Option<&'a [u8]> {
 }
 
 fn extension_u8(cert: &Certificate, oid: &str) -> Result<u8> {
-    let v = extension(cert, oid).with_context(|| format!("VCEK lacks extension {oid}"))?;
-    u8::from_der(v).with_context(|| format!("VCEK extension {oid} is not a small INTEGER"))
+    let v = extension(cert, oid).or_err_with(Error::CertificateChain, || {
+        format!("VCEK lacks extension {oid}")
+    })?;
+    u8::from_der(v).or_err_with(Error::Malformed, || {
+        format!("VCEK extension {oid} is not a small INTEGER")
+    })
 }
 
 /// The VCEK/VLEK TCB extensions must equal REPORTED_TCB.
@@ -354,6 +377,7 @@ fn check_tcb(report: &SnpReport, vcek: &Certificate, product: Product) -> Result
         let certified = extension_u8(vcek, oid)?;
         ensure!(
             certified == reported,
+            Tcb,
             "REPORTED_TCB {what} SPL {reported} differs from the VCEK's {certified}: the report \
              does not come from the TCB this VCEK certifies"
         );
@@ -370,16 +394,21 @@ pub fn verify_report(
 ) -> Result<VerifiedSnp> {
     ensure!(
         report.sig_algo == SIG_ALGO_ECDSA_P384_SHA384,
+        Unsupported,
         "report SIG_ALGO {} is not ECDSA P-384/SHA-384",
         report.sig_algo
     );
     let signing_key = report.signing_key();
     match (signing_key, chain.is_vlek_chain) {
         (SigningKey::Vcek, false) | (SigningKey::Vlek, true) => {}
-        (SigningKey::None, _) => bail!("the report is unsigned (SIGNING_KEY = none)"),
-        (k, _) => bail!("the report is signed by a {k:?} but the chain is for the other key type"),
+        (SigningKey::None, _) => bail!(Signature, "the report is unsigned (SIGNING_KEY = none)"),
+        (k, _) => bail!(
+            CertificateChain,
+            "the report is signed by a {k:?} but the chain is for the other key type"
+        ),
     }
-    let cert = Certificate::from_der(cert_der).context("parsing the VCEK/VLEK certificate")?;
+    let cert = Certificate::from_der(cert_der)
+        .or_err(Error::Malformed, "parsing the VCEK/VLEK certificate")?;
     verify_rsa_pss(&cert, &chain.ask, "ASK → VCEK/VLEK")?;
     check_validity(&chain.ark, at_unix, "the ARK")?;
     check_validity(&chain.ask, at_unix, "the ASK/ASVK")?;
@@ -389,20 +418,27 @@ pub fn verify_report(
         .tbs_certificate
         .subject_public_key_info
         .to_der()
-        .context("VCEK public key")?;
-    let key = p384::ecdsa::VerifyingKey::from_public_key_der(&spki)
-        .context("the VCEK/VLEK key is not ECDSA P-384")?;
+        .or_err(Error::Malformed, "VCEK public key")?;
+    let key = p384::ecdsa::VerifyingKey::from_public_key_der(&spki).or_err(
+        Error::CertificateChain,
+        "the VCEK/VLEK key is not ECDSA P-384",
+    )?;
     use p384::ecdsa::signature::Verifier;
     key.verify(&report.raw[..SIGNED_LEN], &report.signature()?)
-        .context("the report signature does not verify with the VCEK/VLEK")?;
+        .or_err(
+            Error::Signature,
+            "the report signature does not verify with the VCEK/VLEK",
+        )?;
     check_tcb(report, &cert, chain.product)?;
     if signing_key == SigningKey::Vcek && report.flags & FLAG_MASK_CHIP_ID == 0 {
-        let hw_id = extension(&cert, OID_HW_ID).context("VCEK lacks hwID")?;
+        let hw_id =
+            extension(&cert, OID_HW_ID).or_err(Error::CertificateChain, "VCEK lacks hwID")?;
         let hw_id = der::asn1::OctetStringRef::from_der(hw_id)
             .map(|o| o.as_bytes().to_vec())
             .unwrap_or_else(|_| hw_id.to_vec());
         ensure!(
             hw_id == report.chip_id,
+            CertificateChain,
             "the report's CHIP_ID is not the VCEK's hwID: another chip's VCEK"
         );
     }

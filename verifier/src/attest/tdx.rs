@@ -22,7 +22,7 @@
 
 use std::fmt;
 
-use anyhow::{bail, ensure, Context, Result};
+use super::error::{bail, ensure, Classify, Context, Error, Result};
 use chrono::{DateTime, SecondsFormat};
 use cvm_measure::eventlog::{self, EventLog, HashAlg, Registers};
 use dcap_qvl::configs::RustCryptoConfig;
@@ -129,7 +129,10 @@ impl TdxQuoteBody {
                 Some((r.base.tee_tcb_svn2, r.base.mr_service_td)),
             ),
             Report::SgxEnclave(_) => {
-                bail!("TDX quote: body is an SGX enclave report, not a TD report")
+                bail!(
+                    Malformed,
+                    "TDX quote: body is an SGX enclave report, not a TD report"
+                )
             }
         };
         Ok(Self::from_td10(version, base, v15))
@@ -159,7 +162,7 @@ impl TdxQuoteBody {
 /// Check the header fields that make `bytes` a TDX ECDSA quote, before handing it to the
 /// generic decoder (whose errors do not say *which* field is wrong).
 fn check_tdx_header(bytes: &[u8]) -> Result<u16> {
-    let header = bytes.get(..HEADER_LEN).with_context(|| {
+    let header = bytes.get(..HEADER_LEN).or_err_with(Error::Malformed, || {
         format!(
             "TDX quote: {} bytes is shorter than the {HEADER_LEN}-byte quote header",
             bytes.len()
@@ -173,19 +176,22 @@ fn check_tdx_header(bytes: &[u8]) -> Result<u16> {
     let tee_type = u32::from_le_bytes(
         header[HEADER_TEE_TYPE_OFFSET..HEADER_TEE_TYPE_OFFSET + 4]
             .try_into()
-            .context("TDX quote: header tee_type")?,
+            .or_err(Error::Malformed, "TDX quote: header tee_type")?,
     );
     ensure!(
         tee_type == TEE_TYPE_TDX,
+        Malformed,
         "TDX quote: header tee_type is {tee_type:#x}, expected {TEE_TYPE_TDX:#x} (TDX); \
          0x0 is an SGX quote"
     );
     ensure!(
         TDX_QUOTE_VERSIONS.contains(&version),
+        Unsupported,
         "TDX quote: version {version} is not supported (TDX quotes are version 4 or 5)"
     );
     ensure!(
         key_type == ATT_KEY_TYPE_ECDSA_P256,
+        Unsupported,
         "TDX quote: attestation key type {key_type} is not supported (expected \
          {ATT_KEY_TYPE_ECDSA_P256} = ECDSA P-256)"
     );
@@ -196,17 +202,23 @@ fn check_tdx_header(bytes: &[u8]) -> Result<u16> {
 /// and return it with its length: header, body, `signature_data_len` and the signature data.
 fn decode_quote(bytes: &[u8]) -> Result<(Quote, usize)> {
     check_tdx_header(bytes)?;
-    let quote = Quote::parse(bytes)
-        .context("TDX quote: malformed quote structure (header, TD report or signature data)")?;
+    let quote = Quote::parse(bytes).or_err(
+        Error::Malformed,
+        "TDX quote: malformed quote structure (header, TD report or signature data)",
+    )?;
     let signed = quote.signed_length();
     let len_field: [u8; SIGNATURE_DATA_LEN_SIZE] = bytes
         .get(signed..signed + SIGNATURE_DATA_LEN_SIZE)
         .and_then(|field| field.try_into().ok())
-        .context("TDX quote: truncated before signature_data_len")?;
+        .or_err(
+            Error::Malformed,
+            "TDX quote: truncated before signature_data_len",
+        )?;
     let sig_len = u32::from_le_bytes(len_field) as usize;
     let total = signed + SIGNATURE_DATA_LEN_SIZE + sig_len;
     ensure!(
         total <= bytes.len(),
+        Malformed,
         "TDX quote: signature data ({sig_len} bytes) runs past the end of the {}-byte input",
         bytes.len()
     );
@@ -301,8 +313,10 @@ impl TdxCollateral {
     /// A `pck_certificate_chain` member, if present, is ignored: the PCK chain is always taken
     /// from the quote itself.
     pub fn from_dcap_qvl_json(bytes: &[u8]) -> Result<Self> {
-        let collateral: TdxCollateral = serde_json::from_slice(bytes)
-            .context("TDX collateral: not dcap-qvl QuoteCollateralV3 JSON")?;
+        let collateral: TdxCollateral = serde_json::from_slice(bytes).or_err(
+            Error::Malformed,
+            "TDX collateral: not dcap-qvl QuoteCollateralV3 JSON",
+        )?;
         collateral.validate()?;
         Ok(collateral)
     }
@@ -323,10 +337,11 @@ impl TdxCollateral {
         pck_crl_issuer_chain_pem: &[u8],
         root_ca_crl_der: &[u8],
     ) -> Result<Self> {
-        let tcb: PcsTcbInfoResponse = serde_json::from_slice(tcb_info_json).context(
+        let tcb: PcsTcbInfoResponse = serde_json::from_slice(tcb_info_json).or_err(
+            Error::Malformed,
             "TDX collateral: TCB info is not a PCS v4 {\"tcbInfo\":…,\"signature\":…} body",
         )?;
-        let qe: PcsQeIdentityResponse = serde_json::from_slice(qe_identity_json).context(
+        let qe: PcsQeIdentityResponse = serde_json::from_slice(qe_identity_json).or_err(Error::Malformed,
             "TDX collateral: QE identity is not a PCS v4 {\"enclaveIdentity\":…,\"signature\":…} body",
         )?;
         let signing_chain = pem_text(
@@ -339,12 +354,16 @@ impl TdxCollateral {
             pck_crl: pck_crl_der.to_vec(),
             tcb_info_issuer_chain: signing_chain.clone(),
             tcb_info: tcb.tcb_info.get().to_owned(),
-            tcb_info_signature: hex::decode(&tcb.signature)
-                .context("TDX collateral: TCB info signature is not hex")?,
+            tcb_info_signature: hex::decode(&tcb.signature).or_err(
+                Error::Malformed,
+                "TDX collateral: TCB info signature is not hex",
+            )?,
             qe_identity_issuer_chain: signing_chain,
             qe_identity: qe.enclave_identity.get().to_owned(),
-            qe_identity_signature: hex::decode(&qe.signature)
-                .context("TDX collateral: QE identity signature is not hex")?,
+            qe_identity_signature: hex::decode(&qe.signature).or_err(
+                Error::Malformed,
+                "TDX collateral: QE identity signature is not hex",
+            )?,
         };
         collateral.validate()?;
         Ok(collateral)
@@ -357,7 +376,7 @@ impl TdxCollateral {
             (&self.qe_identity_signature, "QE identity"),
         ] {
             ensure!(
-                sig.len() == ECDSA_P256_RAW_SIG_LEN,
+                sig.len() == ECDSA_P256_RAW_SIG_LEN, Malformed,
                 "TDX collateral: {what} signature is {} bytes, expected {ECDSA_P256_RAW_SIG_LEN} (raw ECDSA P-256 r‖s)",
                 sig.len()
             );
@@ -369,6 +388,7 @@ impl TdxCollateral {
         ] {
             ensure!(
                 pem.contains("-----BEGIN CERTIFICATE-----"),
+                Malformed,
                 "TDX collateral: {what} contains no PEM certificate"
             );
         }
@@ -409,6 +429,7 @@ impl TdxCollateral {
             .min_by_key(|v| v.not_after)
         {
             bail!(
+                Tcb,
                 "TDX quote: collateral expired at {} ({} nextUpdate); verification time is {} — \
                  fetch current collateral from Intel PCS or the PCCS",
                 Rfc3339(v.not_after.unwrap_or_default()),
@@ -421,7 +442,7 @@ impl TdxCollateral {
             .filter(|v| now < v.not_before)
             .max_by_key(|v| v.not_before)
         {
-            bail!(
+            bail!(Tcb,
                 "TDX quote: collateral not valid before {} ({} issue date); verification time is {} — \
                  check the verifier's clock",
                 Rfc3339(v.not_before),
@@ -450,13 +471,16 @@ impl TdxCollateral {
 }
 
 fn pem_text(bytes: &[u8], what: &str) -> Result<String> {
-    String::from_utf8(bytes.to_vec())
-        .with_context(|| format!("TDX collateral: {what} is not UTF-8 PEM text"))
+    String::from_utf8(bytes.to_vec()).or_err_with(Error::Malformed, || {
+        format!("TDX collateral: {what} is not UTF-8 PEM text")
+    })
 }
 
 fn json_validity(json: &str, what: &'static str) -> Result<Validity> {
     let dates: SignedJsonDates = serde_json::from_str(json)
-        .with_context(|| format!("TDX collateral: {what} JSON has no issueDate/nextUpdate"))?;
+        .or_err_with(Error::Malformed, || {
+            format!("TDX collateral: {what} JSON has no issueDate/nextUpdate")
+        })?;
     Ok(Validity {
         what,
         not_before: parse_rfc3339(&dates.issue_date)
@@ -470,7 +494,7 @@ fn json_validity(json: &str, what: &'static str) -> Result<Validity> {
 
 fn crl_validity(der: &[u8], what: &'static str) -> Result<Validity> {
     let crl = x509_cert03::crl::CertificateList::<x509_cert03::certificate::Rfc5280>::from_der(der)
-        .with_context(|| {
+        .or_err_with(Error::Malformed, || {
             format!("TDX collateral: {what} is not a DER X.509 CRL (from Intel PCS, request encoding=der)")
         })?;
     let tbs = &crl.tbs_cert_list;
@@ -483,9 +507,9 @@ fn crl_validity(der: &[u8], what: &'static str) -> Result<Validity> {
 
 fn parse_rfc3339(text: &str) -> Result<u64> {
     let secs = DateTime::parse_from_rfc3339(text)
-        .map_err(|e| anyhow::anyhow!("{text:?} is not an RFC 3339 date: {e}"))?
+        .map_err(|e| Error::Malformed(format!("{text:?} is not an RFC 3339 date: {e}")))?
         .timestamp();
-    u64::try_from(secs).with_context(|| format!("{text} is before 1970"))
+    u64::try_from(secs).or_err_with(Error::Malformed, || format!("{text} is before 1970"))
 }
 
 /// Unix seconds shown as `YYYY-MM-DDTHH:MM:SSZ` in messages.
@@ -547,7 +571,7 @@ pub fn verify_quote(quote: &[u8], collateral: &TdxCollateral, now_unix: u64) -> 
             now_unix,
             &AcceptAnyTcbStatus,
         )
-        .with_context(|| {
+        .or_err_with(Error::Dcap, || {
             format!(
                 "TDX quote: DCAP verification failed at {}",
                 Rfc3339(now_unix)
@@ -561,7 +585,7 @@ pub fn verify_quote(quote: &[u8], collateral: &TdxCollateral, now_unix: u64) -> 
 struct AcceptAnyTcbStatus;
 
 impl dcap_qvl::Policy for AcceptAnyTcbStatus {
-    fn validate(&self, _claims: &QuoteClaims) -> Result<()> {
+    fn validate(&self, _claims: &QuoteClaims) -> anyhow::Result<()> {
         Ok(())
     }
 }
@@ -571,6 +595,7 @@ fn verdict_from_claims(body: TdxQuoteBody, claims: &QuoteClaims) -> Result<TdxVe
     let verified = TdxQuoteBody::from_report(body.version, &claims.report)?;
     ensure!(
         verified == body,
+        Mismatch,
         "TDX quote: verified report differs from the parsed body"
     );
     Ok(TdxVerdict {
@@ -586,6 +611,7 @@ fn verdict_from_claims(body: TdxQuoteBody, claims: &QuoteClaims) -> Result<TdxVe
 pub fn check_report_data(body: &TdxQuoteBody, expected: &[u8; REPORT_DATA_LEN]) -> Result<()> {
     ensure!(
         &body.report_data == expected,
+        Nonce,
         "TDX quote: report_data is {}, expected {} — the quote was not made for this request",
         hex::encode(body.report_data),
         hex::encode(expected)
@@ -604,7 +630,7 @@ pub fn check_report_data(body: &TdxQuoteBody, expected: &[u8; REPORT_DATA_LEN]) 
 /// quote.
 pub fn replay_ccel_rtmrs(ccel_log_bytes: &[u8]) -> Result<[[u8; MR_LEN]; RTMR_COUNT]> {
     let log = eventlog::parse_as(ccel_log_bytes, Registers::CcMr)
-        .context("CC event log: cannot parse")?;
+        .or_err(Error::Malformed, "CC event log: cannot parse")?;
     replay_rtmrs(&log)
 }
 
@@ -617,7 +643,7 @@ fn replay_rtmrs(log: &EventLog) -> Result<[[u8; MR_LEN]; RTMR_COUNT]> {
         .filter(|(_, e)| e.is_extended())
     {
         let record = log.record_number(i);
-        let slot = rtmr_slot(event.pcr).with_context(|| {
+        let slot = rtmr_slot(event.pcr).or_err_with(Error::Malformed, || {
             format!(
                 "CC event log record {record}: MR index {} is not an RTMR (1–4)",
                 event.pcr
@@ -625,7 +651,9 @@ fn replay_rtmrs(log: &EventLog) -> Result<[[u8; MR_LEN]; RTMR_COUNT]> {
         })?;
         let digest = event
             .digest(HashAlg::SHA384)
-            .with_context(|| format!("CC event log record {record}: no SHA-384 digest"))?;
+            .or_err_with(Error::Malformed, || {
+                format!("CC event log record {record}: no SHA-384 digest")
+            })?;
         let mut h = Sha384::new();
         h.update(rtmrs[slot]);
         h.update(digest);
@@ -644,6 +672,7 @@ pub fn check_rtmrs(body: &TdxQuoteBody, replayed: &[[u8; MR_LEN]; RTMR_COUNT]) -
     for (i, (quoted, replayed)) in body.rtmr.iter().zip(replayed).enumerate() {
         ensure!(
             quoted == replayed,
+            Mismatch,
             "TDX quote: RTMR{i} is {} but the CC event log replays to {} — the log does not \
              describe this TD's boot",
             hex::encode(quoted),

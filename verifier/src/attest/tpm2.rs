@@ -3,7 +3,7 @@
 //! big-endian; every length is checked, and trailing bytes are an error (a signed structure with
 //! junk after it is not what the TPM produced).
 
-use anyhow::{bail, ensure, Context, Result};
+use super::error::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256, Sha384};
 
 pub const TPM_ALG_RSA: u16 = 0x0001;
@@ -91,7 +91,12 @@ fn symmetric(r: &mut Reader<'_>) -> Result<Option<(u16, u16)>> {
 }
 
 fn p256_coordinate(v: &[u8]) -> Result<[u8; 32]> {
-    ensure!(v.len() <= 32, "P-256 coordinate of {} bytes", v.len());
+    ensure!(
+        v.len() <= 32,
+        Malformed,
+        "P-256 coordinate of {} bytes",
+        v.len()
+    );
     let mut out = [0u8; 32];
     out[32 - v.len()..].copy_from_slice(v);
     Ok(out)
@@ -123,6 +128,7 @@ impl Public {
                 let curve = r.u16()?;
                 ensure!(
                     curve == TPM_ECC_NIST_P256,
+                    Unsupported,
                     "ECC curve {curve:#06x} is not supported (only NIST P-256)"
                 );
                 let _kdf = alg_with_hash(&mut r)?;
@@ -130,7 +136,7 @@ impl Public {
                 let y = p256_coordinate(r.tpm2b()?)?;
                 PublicKey::EccP256 { x, y }
             }
-            t => bail!("TPMT_PUBLIC type {t:#06x} is not RSA or ECC"),
+            t => bail!(Unsupported, "TPMT_PUBLIC type {t:#06x} is not RSA or ECC"),
         };
         r.finish()?;
         Ok(Public {
@@ -161,6 +167,7 @@ impl Public {
         let need = TPMA_FIXED_TPM | TPMA_RESTRICTED | TPMA_SIGN;
         ensure!(
             self.attributes & need == need && self.attributes & TPMA_DECRYPT == 0,
+            Key,
             "the AK's attributes {:#010x} are not those of an attestation key (fixedTPM, \
              restricted, sign, not decrypt): a non-restricted key can sign forged quotes",
             self.attributes
@@ -174,7 +181,10 @@ pub fn hash(alg: u16, data: &[u8]) -> Result<Vec<u8>> {
     Ok(match alg {
         TPM_ALG_SHA256 => Sha256::digest(data).to_vec(),
         TPM_ALG_SHA384 => Sha384::digest(data).to_vec(),
-        a => bail!("hash algorithm {a:#06x} is not supported (SHA-256 or SHA-384)"),
+        a => bail!(
+            Unsupported,
+            "hash algorithm {a:#06x} is not supported (SHA-256 or SHA-384)"
+        ),
     })
 }
 
@@ -219,11 +229,13 @@ impl AttestHeader {
         let magic = r.u32()?;
         ensure!(
             magic == TPM_GENERATED_VALUE,
+            Malformed,
             "TPMS_ATTEST magic {magic:#010x} is not TPM_GENERATED_VALUE (0xff544347)"
         );
         let type_ = r.u16()?;
         ensure!(
             type_ == want_type,
+            Malformed,
             "TPMS_ATTEST type {type_:#06x} is not {type_name} ({want_type:#06x})"
         );
         Ok(AttestHeader {
@@ -336,7 +348,10 @@ impl Signature {
                 hash_alg,
                 sig: r.tpm2b()?.to_vec(),
             },
-            a => bail!("TPMT_SIGNATURE algorithm {a:#06x} is not ECDSA, RSASSA or RSAPSS"),
+            a => bail!(
+                Unsupported,
+                "TPMT_SIGNATURE algorithm {a:#06x} is not ECDSA, RSASSA or RSAPSS"
+            ),
         };
         r.finish().context("TPMT_SIGNATURE")?;
         Ok(sig)
