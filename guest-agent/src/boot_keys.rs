@@ -1,5 +1,5 @@
 //! What the agent remembers of this boot's TPM keys (the AK, the EK, the boot signing key), and the
-//! lock that serialises the API's TPM use: the evidence state of [`crate::http::state::AppState`].
+//! lock that serialises the API's TPM use: the evidence state of the API's `AppState`.
 
 use std::sync::Mutex;
 

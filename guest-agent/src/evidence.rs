@@ -15,7 +15,7 @@
 //! area remembered, and each request recreates it and checks it is unchanged: no transient handle has
 //! to outlive a request (the kernel's resource manager flushes them when the device is closed).
 //!
-//! The **boot signing key** ([`crate::signing`]) follows the same pattern: a primary of the null
+//! The **boot signing key** (the `signing` module, `POST /sign-message`) follows the same pattern: a primary of the null
 //! hierarchy whose template holds the PolicyPCR digest of the PCRs at its first use, recreated per
 //! request. Each collaterals answer carries it, certified by the AK with the request's nonce.
 
@@ -63,10 +63,12 @@ pub(crate) fn b64(bytes: &[u8]) -> String {
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route(PATH_COLLATERALS, get(collaterals)).route(
-        PATH_ACTIVATE,
-        post(activate_credential).layer(DefaultBodyLimit::max(MAX_ACTIVATE_BODY)),
-    )
+    Router::new()
+        .route(PATH_COLLATERALS, get(collaterals))
+        .route(
+            PATH_ACTIVATE,
+            post(activate_credential).layer(DefaultBodyLimit::max(MAX_ACTIVATE_BODY)),
+        )
 }
 
 /// Parses the query `nonce=HEX` (and nothing else) into 16–64 bytes.
@@ -402,7 +404,11 @@ fn collect(source: &TpmSource, evidence: &Evidence, nonce: &[u8]) -> Result<Coll
         ak_public_pem: ak_public_pem(&k.ak_public)
             .map_err(|e| Failure::Unavailable(format!("AK public area: {e}")))?,
         ak_name: hex::encode(&k.ak_name),
-        pcrs: [(HashAlg::Sha256.name().to_string(), PcrBankJson::from_values(&pcrs))].into(),
+        pcrs: [(
+            HashAlg::Sha256.name().to_string(),
+            PcrBankJson::from_values(&pcrs),
+        )]
+        .into(),
         eventlog: None,
         runtime_eventlog: None,
         ek_type: ek_type_name(k.ek_type).to_string(),

@@ -205,8 +205,8 @@ impl CheckedRequest {
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "clock before 1970"))?
             .as_secs();
-        let evidence = attest_agent(&self.agent, &self.ek, &self.tee, self.timeout, now)
-            .map_err(|e| {
+        let evidence =
+            attest_agent(&self.agent, &self.ek, &self.tee, self.timeout, now).map_err(|e| {
                 ApiError::new(
                     status_of(&e),
                     format!("the peer's evidence could not be obtained: {}", e.chain()),
@@ -247,9 +247,9 @@ impl CheckedRequest {
 fn status_of(e: &VerifyError) -> StatusCode {
     match e {
         VerifyError::Golden { .. } | VerifyError::Input { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        VerifyError::Transport { .. } | VerifyError::Malformed { .. } | VerifyError::Check { .. } => {
-            StatusCode::BAD_GATEWAY
-        }
+        VerifyError::Transport { .. }
+        | VerifyError::Malformed { .. }
+        | VerifyError::Check { .. } => StatusCode::BAD_GATEWAY,
     }
 }
 

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use std::time::Duration;
 
 use crate::error::{Result, ResultExt};
-use crate::http::{body, http_agent, transport};
 use crate::golden_sign::{PublicKey, Refusal, SignatureFile};
+use crate::http::{body, http_agent, transport};
 
 /// The agent's endpoint.
 pub const PATH_GOLDEN: &str = "/golden-measurement";

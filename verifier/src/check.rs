@@ -220,9 +220,10 @@ fn profile_entries<'g>(
             VerifyError::golden(format!("profile {profile}: unknown bank {bank_name:?}"))
         })?;
         for (index, entry) in values {
-            let pcr: u32 = index
-                .parse()
-                .or_kind(Kind::Golden, format!("profile {profile}: PCR {index:?} is not a number"))?;
+            let pcr: u32 = index.parse().or_kind(
+                Kind::Golden,
+                format!("profile {profile}: PCR {index:?} is not a number"),
+            )?;
             out.insert((bank, pcr), entry);
         }
     }
@@ -351,12 +352,7 @@ fn status_of(check: &LogCheck) -> LogStatus {
     }
 }
 
-fn pcr_result(
-    bank: HashAlg,
-    pcr: u32,
-    entry: &PcrEntry,
-    reported: &PcrValues,
-) -> PcrResult {
+fn pcr_result(bank: HashAlg, pcr: u32, entry: &PcrEntry, reported: &PcrValues) -> PcrResult {
     let reported = reported
         .get(&bank)
         .and_then(|b| b.get(&pcr))

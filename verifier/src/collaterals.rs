@@ -18,10 +18,14 @@ use crate::attest::tee_report_data;
 use crate::attest::tpm2::{Public, TPM_ALG_SHA256};
 use crate::ekcert;
 use crate::error::{attest_failure, Kind, Result, ResultExt, VerifyError};
-use crate::evidence::{parse_eventlog, parse_runtime, pcr_values, Evidence, Origin, PcrValues, Quote};
+use crate::evidence::{
+    parse_eventlog, parse_runtime, pcr_values, Evidence, Origin, PcrValues, Quote,
+};
 use crate::http::{body, transport};
 use crate::tee::{check_tee, TeeTrust};
-use crate::wire::{ActivateRequest, ActivateResponse, COLLATERALS_VERSION, PATH_ACTIVATE, PATH_COLLATERALS};
+use crate::wire::{
+    ActivateRequest, ActivateResponse, COLLATERALS_VERSION, PATH_ACTIVATE, PATH_COLLATERALS,
+};
 use base64::Engine;
 use cvm_measure::eventlog::{EventLog, HashAlg};
 use cvm_measure::workload::RuntimeEvent;
@@ -74,8 +78,9 @@ pub fn fetch_collaterals(base: &str, nonce: &[u8], timeout: Duration) -> Result<
         )
     })?;
     let bytes = body(resp, &format!("GET {url}"))?;
-    let c: Collaterals = serde_json::from_slice(&bytes)
-        .malformed(format!("GET {url}: not the collaterals JSON of docs/attestation-api.md"))?;
+    let c: Collaterals = serde_json::from_slice(&bytes).malformed(format!(
+        "GET {url}: not the collaterals JSON of docs/attestation-api.md"
+    ))?;
     if c.version != COLLATERALS_VERSION {
         return Err(VerifyError::malformed(format!(
             "GET {url}: collaterals version {}, this verifier reads {COLLATERALS_VERSION}",
@@ -154,7 +159,12 @@ pub fn check_collaterals(
     let ak_name = quote.ak_name.as_deref();
     let mut checks = vec![quote.check.clone()];
     checks.push(check_binding(&fields.ek, ak_name, activate));
-    checks.push(check_ek_certificate(c, fields.ek.as_ref().ok(), trust, now_unix));
+    checks.push(check_ek_certificate(
+        c,
+        fields.ek.as_ref().ok(),
+        trust,
+        now_unix,
+    ));
     let signing_key = match &c.signing_key {
         Some(sk) => {
             let (check, key) = check_signing_key(sk, &fields, &quote, nonce);
@@ -256,7 +266,11 @@ fn check_quote(fields: &Decoded, nonce: &[u8]) -> QuoteOutcome {
 }
 
 /// MakeCredential for (EK, AK Name), activated by the VM: the secret must come back.
-fn check_binding(ek: &Result<Public>, ak_name: Option<&[u8]>, activate: Activate<'_>) -> AttestCheck {
+fn check_binding(
+    ek: &Result<Public>,
+    ak_name: Option<&[u8]>,
+    activate: Activate<'_>,
+) -> AttestCheck {
     let result = match (ek, ak_name) {
         (Ok(ek), Some(name)) => activate_binding(ek, name, activate),
         (Err(e), _) => Err(VerifyError::check(e.chain())),
@@ -270,8 +284,9 @@ fn activate_binding(ek: &Public, ak_name: &[u8], activate: Activate<'_>) -> Resu
     let made = make_credential(ek, ak_name, &secret)
         .map_err(attest_failure)
         .check_failed("TPM2_MakeCredential for the EK")?;
-    let returned = activate(&made)
-        .check_failed("the VM could not activate the credential (the AK is not bound to this EK)")?;
+    let returned = activate(&made).check_failed(
+        "the VM could not activate the credential (the AK is not bound to this EK)",
+    )?;
     if returned != secret {
         return Err(VerifyError::check(
             "the VM returned another secret than the one encrypted to the EK and AK Name",
@@ -295,7 +310,11 @@ fn check_signing_key(
         let why = format!("not checked: {NO_AK}");
         return (AttestCheck::failed(CheckKind::SigningKey, why), None);
     };
-    let quoted = quote.pcrs.get(&HashAlg::SHA256).cloned().unwrap_or_default();
+    let quoted = quote
+        .pcrs
+        .get(&HashAlg::SHA256)
+        .cloned()
+        .unwrap_or_default();
     match verify_signing_key(sk, ak, nonce, &quoted) {
         Ok(k) => {
             let detail = format!(
@@ -303,7 +322,10 @@ fn check_signing_key(
                  quoted PCRs 0-15, 23 (PolicyPCR)",
                 k.key_hash
             );
-            (AttestCheck::from_result(CheckKind::SigningKey, Ok(detail)), Some(k))
+            (
+                AttestCheck::from_result(CheckKind::SigningKey, Ok(detail)),
+                Some(k),
+            )
         }
         Err(e) => (
             AttestCheck::from_result(CheckKind::SigningKey, Err(attest_failure(e))),
@@ -333,15 +355,14 @@ fn check_tee_binding(
 
 /// The firmware log (required: nothing else explains the PCR values) and the runtime log.
 fn decode_logs(c: &Collaterals) -> Result<(EventLog, Option<Vec<RuntimeEvent>>)> {
-    let eventlog = match &c.eventlog {
-        Some(log) => parse_eventlog(&b64("eventlog", log)?, "the collaterals' eventlog")?,
-        None => {
-            return Err(VerifyError::malformed(
+    let eventlog =
+        match &c.eventlog {
+            Some(log) => parse_eventlog(&b64("eventlog", log)?, "the collaterals' eventlog")?,
+            None => return Err(VerifyError::malformed(
                 "the collaterals have no firmware event log (eventlog is null): nothing explains \
                  the PCR values",
-            ))
-        }
-    };
+            )),
+        };
     let runtime = match &c.runtime_eventlog {
         Some(log) => Some(parse_runtime(
             &b64("runtime_eventlog", log)?,
@@ -380,7 +401,8 @@ fn check_ek_certificate(
                 ))
             }
         };
-        let chain = ekcert::verify_ek_certificate(&der, bundle, ek, now_unix).map_err(attest_failure)?;
+        let chain =
+            ekcert::verify_ek_certificate(&der, bundle, ek, now_unix).map_err(attest_failure)?;
         Ok(format!(
             "{} EK certificate chain {}",
             c.ek_type,

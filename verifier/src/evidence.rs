@@ -119,15 +119,18 @@ pub fn parse_eventlog(bytes: &[u8], name: &str) -> Result<EventLog> {
 }
 
 pub fn parse_runtime(bytes: &[u8], name: &str) -> Result<Vec<RuntimeEvent>> {
-    let text = std::str::from_utf8(bytes)
-        .malformed(format!("{name}: the runtime event log is not UTF-8 JSON lines"))?;
+    let text = std::str::from_utf8(bytes).malformed(format!(
+        "{name}: the runtime event log is not UTF-8 JSON lines"
+    ))?;
     workload::parse_log(text).malformed(format!("{name} is not a cvm-image runtime event log"))
 }
 
 /// Parse the agent's `/pcrs` JSON: `{"sha256": {"0": "<hex>", …}, …}` (any bank the TPM has).
 pub fn parse_pcrs(bytes: &[u8], name: &str) -> Result<PcrValues> {
     let raw: PcrsJson = serde_json::from_slice(bytes).or_kind_with(Kind::Malformed, || {
-        format!("{name}: expected JSON {{\"sha256\": {{\"0\": \"<hex>\", …}}}} as GET /pcrs answers")
+        format!(
+            "{name}: expected JSON {{\"sha256\": {{\"0\": \"<hex>\", …}}}} as GET /pcrs answers"
+        )
     })?;
     pcr_values(&raw, name)
 }

@@ -112,10 +112,12 @@ fn check_snp(
     let vcek = match (&trust.snp_vcek, &table.vcek) {
         (Some(file), _) => der_or_pem(file).check_failed("--snp-vcek")?,
         (None, Some(der)) => der.clone(),
-        (None, None) => return Err(VerifyError::check(format!(
+        (None, None) => {
+            return Err(VerifyError::check(format!(
             "no VCEK/VLEK: the host's certificate table has none; pass --snp-vcek FILE (from AMD \
              KDS, https://kdsintf.amd.com/vcek/v1/<product>/<hwid>?…)"
-        ))),
+        )))
+        }
     };
     let chain = match (&trust.amd_chain, &table.ask, &table.ark) {
         (Some(pem), _, _) => snp::verify_chain(pem)
@@ -126,10 +128,12 @@ fn check_snp(
             Certificate::from_der(ark).check_failed("the certificate table's ARK")?,
         )
         .map_err(attest_failure)?,
-        _ => return Err(VerifyError::check(format!(
+        _ => {
+            return Err(VerifyError::check(format!(
             "no ASK/ARK: the host's certificate table has none; pass --amd-chain FILE (AMD KDS \
              https://kdsintf.amd.com/vcek/v1/<product>/cert_chain)"
-        ))),
+        )))
+        }
     };
     let v = snp::verify_report(&report, &vcek, &chain, now_unix).map_err(attest_failure)?;
     Ok(format!(
@@ -161,8 +165,7 @@ fn check_tdx(
     if !(TDX_ACCEPTED.contains(&v.tcb_status.as_str())) {
         return Err(VerifyError::check(format!(
             "TDX TCB status {} (advisories {:?}): the platform is not up to date",
-        v.tcb_status,
-        v.advisory_ids
+            v.tcb_status, v.advisory_ids
         )));
     }
     Ok(format!(
@@ -189,10 +192,10 @@ pub fn cert_table(bytes: &[u8]) -> Result<CertTable> {
     let mut table = CertTable::default();
     for entry in bytes.chunks(CERT_ENTRY_LEN) {
         if !(entry.len() == CERT_ENTRY_LEN) {
-        return Err(VerifyError::check(format!(
-            "the SNP certificate table is truncated"
-        )));
-    }
+            return Err(VerifyError::check(format!(
+                "the SNP certificate table is truncated"
+            )));
+        }
         if entry.iter().all(|b| *b == 0) {
             return Ok(table);
         }

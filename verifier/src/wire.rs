@@ -23,7 +23,12 @@ pub struct PcrBankJson(pub BTreeMap<u32, String>);
 impl PcrBankJson {
     /// The bank of `(index, value)` pairs, values hex-encoded.
     pub fn from_values<'a>(values: impl IntoIterator<Item = &'a (u32, Vec<u8>)>) -> Self {
-        PcrBankJson(values.into_iter().map(|(i, v)| (*i, hex::encode(v))).collect())
+        PcrBankJson(
+            values
+                .into_iter()
+                .map(|(i, v)| (*i, hex::encode(v)))
+                .collect(),
+        )
     }
 
     /// The hex value of PCR `index` (`"7"`), if the bank has it.
