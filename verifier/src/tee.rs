@@ -95,11 +95,11 @@ fn check_snp(
     let report = SnpReport::parse(&report_bytes(r)?)
         .map_err(attest_failure)
         .check_failed("the SEV-SNP report")?;
-    if !(report.report_data == *expected) {
-        return Err(VerifyError::check(format!(
-            "the SEV-SNP report's REPORT_DATA does not bind this nonce and AK (a replayed report, or \
-         one from another VM)"
-        )));
+    if report.report_data != *expected {
+        return Err(VerifyError::check(
+            "the SEV-SNP report's REPORT_DATA does not bind this nonce and AK (a replayed report, \
+             or one from another VM)",
+        ));
     }
     let table = match &r.aux {
         Some(aux) => cert_table(
@@ -112,12 +112,11 @@ fn check_snp(
     let vcek = match (&trust.snp_vcek, &table.vcek) {
         (Some(file), _) => der_or_pem(file).check_failed("--snp-vcek")?,
         (None, Some(der)) => der.clone(),
-        (None, None) => {
-            return Err(VerifyError::check(format!(
+        (None, None) => return Err(VerifyError::check(
             "no VCEK/VLEK: the host's certificate table has none; pass --snp-vcek FILE (from AMD \
              KDS, https://kdsintf.amd.com/vcek/v1/<product>/<hwid>?…)"
-        )))
-        }
+                .to_string(),
+        )),
     };
     let chain = match (&trust.amd_chain, &table.ask, &table.ark) {
         (Some(pem), _, _) => snp::verify_chain(pem)
@@ -128,12 +127,11 @@ fn check_snp(
             Certificate::from_der(ark).check_failed("the certificate table's ARK")?,
         )
         .map_err(attest_failure)?,
-        _ => {
-            return Err(VerifyError::check(format!(
+        _ => return Err(VerifyError::check(
             "no ASK/ARK: the host's certificate table has none; pass --amd-chain FILE (AMD KDS \
              https://kdsintf.amd.com/vcek/v1/<product>/cert_chain)"
-        )))
-        }
+                .to_string(),
+        )),
     };
     let v = snp::verify_report(&report, &vcek, &chain, now_unix).map_err(attest_failure)?;
     Ok(format!(
@@ -191,10 +189,10 @@ pub struct CertTable {
 pub fn cert_table(bytes: &[u8]) -> Result<CertTable> {
     let mut table = CertTable::default();
     for entry in bytes.chunks(CERT_ENTRY_LEN) {
-        if !(entry.len() == CERT_ENTRY_LEN) {
-            return Err(VerifyError::check(format!(
-                "the SNP certificate table is truncated"
-            )));
+        if entry.len() != CERT_ENTRY_LEN {
+            return Err(VerifyError::check(
+                "the SNP certificate table is truncated".to_string(),
+            ));
         }
         if entry.iter().all(|b| *b == 0) {
             return Ok(table);
