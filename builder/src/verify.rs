@@ -200,9 +200,11 @@ impl VerifyArgs {
     fn evidence(&self) -> Result<Evidence> {
         match (&self.agent, &self.eventlog, &self.pcrs) {
             (Some(url), None, None) => self.agent_evidence(url),
-            (None, Some(log), Some(pcrs)) => {
-                Evidence::from_files(log, pcrs, self.runtime_log.as_deref())
-            }
+            (None, Some(log), Some(pcrs)) => Ok(Evidence::from_files(
+                log,
+                pcrs,
+                self.runtime_log.as_deref(),
+            )?),
             _ => bail!("give either --agent URL, or --eventlog FILE and --pcrs FILE"),
         }
     }
@@ -225,13 +227,13 @@ impl VerifyArgs {
                  OUT/ek-ca.pem), or --insecure-no-ek to skip the EK certificate check"
             ),
         };
-        collaterals::attest_agent(
+        Ok(collaterals::attest_agent(
             url,
             &trust,
             &self.tee_trust()?,
             Duration::from_secs(self.timeout),
             unix_now()?,
-        )
+        )?)
     }
 }
 

@@ -23,7 +23,6 @@
 
 use std::io::ErrorKind;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -32,81 +31,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::evidence::Evidence;
-use crate::supervisor::{Supervisor, WorkloadStatus};
-use crate::tpm::{read_all_pcrs, BankValues, TpmSource};
+use crate::supervisor::WorkloadStatus;
+use crate::tpm::{read_all_pcrs, BankValues};
+
+pub use crate::http::error::{ApiError, ApiResult};
+pub use crate::http::state::{ApiConfig, AppState, WorkloadView};
 
 /// Media type of the runtime log (one JSON object per line).
 const NDJSON: &str = "application/x-ndjson";
 const OCTET_STREAM: &str = "application/octet-stream";
-
-/// Where the API finds its data.
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
-    pub tpm: TpmSource,
-    /// The firmware event log, normally `/sys/kernel/security/tpm0/binary_bios_measurements`.
-    pub eventlog: PathBuf,
-    /// The init's PCR 23 log, normally `/run/cvm/runtime-eventlog.jsonl`.
-    pub runtime_eventlog: PathBuf,
-}
-
-/// The workload as the API sees it: running under the supervisor, or failed to load.
-pub enum WorkloadView {
-    Running(Arc<Supervisor>),
-    Failed(String),
-}
-
-#[derive(Clone)]
-pub struct AppState {
-    pub(crate) config: Arc<ApiConfig>,
-    workload: Arc<WorkloadView>,
-    /// Attestation keys of this boot and the TEE interface.
-    pub(crate) evidence: Arc<Evidence>,
-}
-
-impl AppState {
-    pub fn new(config: ApiConfig, workload: WorkloadView) -> Self {
-        AppState {
-            config: Arc::new(config),
-            workload: Arc::new(workload),
-            evidence: Arc::new(Evidence::default()),
-        }
-    }
-
-    /// Replaces the evidence state (tests point the TEE interfaces elsewhere).
-    pub fn with_evidence(mut self, evidence: Evidence) -> Self {
-        self.evidence = Arc::new(evidence);
-        self
-    }
-}
-
-/// An error response: `{"error": message}` with `status`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
 
 /// The router of the external listener (8000): status and evidence, nothing that signs for the
 /// caller.

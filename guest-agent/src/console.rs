@@ -3,7 +3,7 @@
 //! As PID 1 the agent's stdout is `/dev/console` (the kernel opens it for init). Agent messages are
 //! formatted like the kernel's own (`[    3.141592] cvm-agent: …`) using `CLOCK_BOOTTIME`, which starts
 //! at kernel boot, so a serial log shows directly how long the boot took until a given line.
-//! Service output is forwarded line by line with a `[service] ` prefix (see [`crate::supervisor`]).
+//! Service output is forwarded line by line with a `[service] ` prefix (see the `supervisor` module).
 
 use std::io::Write;
 use std::sync::Arc;

@@ -15,12 +15,12 @@
 //! area remembered, and each request recreates it and checks it is unchanged: no transient handle has
 //! to outlive a request (the kernel's resource manager flushes them when the device is closed).
 //!
-//! The **boot signing key** ([`crate::signing`]) follows the same pattern: a primary of the null
+//! The **boot signing key** (the `signing` module, `POST /sign-message`) follows the same pattern: a primary of the null
 //! hierarchy whose template holds the PolicyPCR digest of the PCRs at its first use, recreated per
 //! request. Each collaterals answer carries it, certified by the AK with the request's nonce.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
@@ -29,12 +29,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use cvm_tpm::{EkType, HashAlg, KeyObject, Tpm};
-use serde::{Deserialize, Serialize};
+use cvm_verify::wire::{
+    ActivateRequest, ActivateResponse, Collaterals, PcrBankJson, PcrPolicyJson, SigningKeyJson,
+    TeeReportJson, COLLATERALS_VERSION, PATH_ACTIVATE, PATH_COLLATERALS,
+};
 use sha2::{Digest, Sha256};
 
-use crate::api::{ApiError, AppState};
-use crate::tee::{TeeSource, TeeType};
-use crate::tpm::{PcrValues, TpmSource};
+pub use crate::boot_keys::Evidence;
+use crate::boot_keys::{Keys, SigningKeyInfo};
+use crate::http::error::{unavailable, ApiError, Failure};
+use crate::http::state::AppState;
+use crate::tee::TeeType;
+use crate::tpm::TpmSource;
 
 /// PCRs a quote covers: firmware and boot (0–15) and the workload (23).
 pub const QUOTED_PCRS: [u32; 17] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 23];
@@ -52,91 +58,17 @@ const PCR_RACE_RETRIES: usize = 3;
 const PERSISTENT_EK_RSA: u32 = 0x8101_0001;
 const PERSISTENT_EK_ECC: u32 = 0x8101_0002;
 
-/// The key material remembered for the boot.
-#[derive(Debug, Clone)]
-struct Keys {
-    ak_public: Vec<u8>,
-    ak_name: Vec<u8>,
-    ek_type: EkType,
-    ek_public: Vec<u8>,
-    ek_cert: Option<Vec<u8>>,
-}
-
-/// The boot signing key as first created: its policy (hence its template) and public area.
-#[derive(Debug, Clone)]
-pub(crate) struct SigningKeyInfo {
-    /// PolicyPCR digest of [`QUOTED_PCRS`] at creation: the key's authPolicy.
-    pub(crate) auth_policy: [u8; 32],
-    /// TPMT_PUBLIC.
-    pub(crate) public: Vec<u8>,
-}
-
-/// What the agent remembers of this boot's keys.
-#[derive(Debug, Default)]
-pub(crate) struct BootKeys {
-    keys: Option<Keys>,
-    pub(crate) signing_key: Option<SigningKeyInfo>,
-}
-
-/// Evidence state: where the TEE is, and the keys (also the lock serialising TPM use by this API).
-pub struct Evidence {
-    tee: TeeSource,
-    pub(crate) boot: Mutex<BootKeys>,
-}
-
-impl Evidence {
-    pub fn new(tee: TeeSource) -> Self {
-        Evidence {
-            tee,
-            boot: Mutex::new(BootKeys::default()),
-        }
-    }
-}
-
-impl Default for Evidence {
-    fn default() -> Self {
-        Evidence::new(TeeSource::default())
-    }
-}
-
-/// Why a request failed, mapped to an HTTP status.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// The request is malformed (400).
-    BadRequest(String),
-    /// The TPM refused the verifier's input, e.g. a credential for another EK (422).
-    Refused(String),
-    /// The machine is no longer in the state the request needs, e.g. PCRs changed since the boot
-    /// signing key was made (409).
-    Conflict(String),
-    /// The TPM or TEE could not be used (503).
-    Unavailable(String),
-}
-
-impl From<Failure> for ApiError {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
-            Failure::Refused(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
-            Failure::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
-            Failure::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
-        }
-    }
-}
-
-pub(crate) fn unavailable(what: &str) -> impl FnOnce(cvm_tpm::Error) -> Failure + '_ {
-    move |e| Failure::Unavailable(format!("{what}: {e}"))
-}
-
 pub(crate) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/collaterals", get(collaterals)).route(
-        "/activate-credential",
-        post(activate_credential).layer(DefaultBodyLimit::max(MAX_ACTIVATE_BODY)),
-    )
+    Router::new()
+        .route(PATH_COLLATERALS, get(collaterals))
+        .route(
+            PATH_ACTIVATE,
+            post(activate_credential).layer(DefaultBodyLimit::max(MAX_ACTIVATE_BODY)),
+        )
 }
 
 /// Parses the query `nonce=HEX` (and nothing else) into 16–64 bytes.
@@ -177,76 +109,6 @@ pub fn parse_nonce(query: Option<&str>) -> Result<Vec<u8>, String> {
 /// that checks it. Binds the verifier's nonce (freshness) and the AK (the quote's signer) into the
 /// hardware-signed report.
 pub use cvm_verify::attest::tee_report_data;
-
-/// The TEE part of the collaterals.
-#[derive(Debug, Serialize)]
-pub struct TeeReportJson {
-    #[serde(rename = "type")]
-    pub tee: TeeType,
-    pub source: Option<String>,
-    /// Hex of the 64 bytes requested as report data (absent without a TEE).
-    pub report_data: Option<String>,
-    pub report: Option<String>,
-    pub aux: Option<String>,
-}
-
-/// `GET /collaterals` body (see the module docs; binary fields base64, digests hex).
-#[derive(Debug, Serialize)]
-pub struct Collaterals {
-    pub version: u32,
-    pub nonce: String,
-    /// TPMS_ATTEST.
-    pub quote: String,
-    /// TPMT_SIGNATURE.
-    pub signature: String,
-    /// TPM2B_PUBLIC of the AK.
-    pub ak_public: String,
-    pub ak_public_pem: String,
-    /// AK Name (nameAlg ‖ SHA-256(TPMT_PUBLIC)), hex.
-    pub ak_name: String,
-    /// The quoted PCR values, `{"sha256": {"0": hex, …, "23": hex}}`.
-    pub pcrs: QuotedPcrs,
-    pub eventlog: Option<String>,
-    pub runtime_eventlog: Option<String>,
-    /// "rsa2048" or "ecc-p256".
-    pub ek_type: &'static str,
-    /// TPM2B_PUBLIC of the EK.
-    pub ek_public: String,
-    /// DER certificate from the TPM's NV, when the manufacturer stored one.
-    pub ek_cert: Option<String>,
-    pub tee_report: TeeReportJson,
-    /// This boot's signing key, certified by the AK for this nonce.
-    pub signing_key: SigningKeyJson,
-}
-
-/// The boot signing key in the collaterals (see docs/attestation-api.md for the checks).
-#[derive(Debug, Serialize)]
-pub struct SigningKeyJson {
-    /// TPM2B_PUBLIC, base64.
-    pub public: String,
-    pub public_pem: String,
-    /// Name (nameAlg ‖ SHA-256(TPMT_PUBLIC)), hex.
-    pub name: String,
-    /// SHA-256 of the TPMT_PUBLIC (the TPM2B_PUBLIC without its size), hex: the Name's digest.
-    pub key_hash: String,
-    /// TPMS_ATTEST of TPM2_Certify(key, AK), extraData = the request's nonce, base64.
-    pub certify_info: String,
-    /// TPMT_SIGNATURE by the AK over SHA-256(certify_info), base64.
-    pub certify_signature: String,
-    pub pcr_policy: PcrPolicyJson,
-}
-
-/// Which PCRs the signing key's authPolicy (a TPM2_PolicyPCR) covers.
-#[derive(Debug, Serialize)]
-pub struct PcrPolicyJson {
-    pub pcrs: Vec<u32>,
-    pub bank: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct QuotedPcrs {
-    pub sha256: PcrValues,
-}
 
 async fn collaterals(
     State(state): State<AppState>,
@@ -484,7 +346,7 @@ fn certified_signing_key(
         certify_signature: b64(&cert.signature),
         pcr_policy: PcrPolicyJson {
             pcrs: QUOTED_PCRS.to_vec(),
-            bank: HashAlg::Sha256.name(),
+            bank: HashAlg::Sha256.name().to_string(),
         },
     })
 }
@@ -519,14 +381,14 @@ fn collect(source: &TpmSource, evidence: &Evidence, nonce: &[u8]) -> Result<Coll
         .map_err(|e| Failure::Unavailable(format!("TEE report: {e:#}")))?;
     let tee_report = match tee {
         Some(r) => TeeReportJson {
-            tee: r.tee,
+            tee: r.tee.name().to_string(),
             source: Some(r.source),
             report_data: Some(hex::encode(report_data)),
             report: Some(b64(&r.report)),
             aux: r.aux.as_deref().map(b64),
         },
         None => TeeReportJson {
-            tee: TeeType::None,
+            tee: TeeType::None.name().to_string(),
             source: None,
             report_data: None,
             report: None,
@@ -534,7 +396,7 @@ fn collect(source: &TpmSource, evidence: &Evidence, nonce: &[u8]) -> Result<Coll
         },
     };
     Ok(Collaterals {
-        version: 1,
+        version: COLLATERALS_VERSION,
         nonce: hex::encode(nonce),
         quote: b64(&quote.attest),
         signature: b64(&quote.signature),
@@ -542,16 +404,18 @@ fn collect(source: &TpmSource, evidence: &Evidence, nonce: &[u8]) -> Result<Coll
         ak_public_pem: ak_public_pem(&k.ak_public)
             .map_err(|e| Failure::Unavailable(format!("AK public area: {e}")))?,
         ak_name: hex::encode(&k.ak_name),
-        pcrs: QuotedPcrs {
-            sha256: PcrValues(pcrs),
-        },
+        pcrs: [(
+            HashAlg::Sha256.name().to_string(),
+            PcrBankJson::from_values(&pcrs),
+        )]
+        .into(),
         eventlog: None,
         runtime_eventlog: None,
-        ek_type: ek_type_name(k.ek_type),
+        ek_type: ek_type_name(k.ek_type).to_string(),
         ek_public: b64(&cvm_tpm::tpm2b(&k.ek_public)),
         ek_cert: k.ek_cert.as_deref().map(b64),
-        tee_report,
-        signing_key,
+        tee_report: Some(tee_report),
+        signing_key: Some(signing_key),
     })
 }
 
@@ -609,20 +473,6 @@ fn pem(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
-}
-
-/// `POST /activate-credential` body: the TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET contents.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActivateRequest {
-    pub credential_blob: String,
-    pub secret: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ActivateResponse {
-    /// The credential the verifier encrypted, base64.
-    pub cert_info: String,
 }
 
 fn decode_b64(field: &str, v: &str) -> Result<Vec<u8>, Failure> {

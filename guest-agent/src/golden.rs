@@ -36,7 +36,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 
-use crate::api::ApiError;
+use crate::http::error::ApiError;
 
 /// Partition type GUID of an EFI System Partition (UEFI 2.10 §5.3.3), textual form.
 pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";

@@ -14,9 +14,11 @@
 //! "agent healthy" can be read off a serial log.
 
 pub mod api;
+pub mod boot_keys;
 pub mod console;
 pub mod evidence;
 pub mod golden;
+pub mod http;
 pub mod net;
 pub mod peer;
 pub mod pid1;

@@ -23,10 +23,12 @@ use cvm_verify::check::{verify, Verdict};
 use cvm_verify::collaterals::{attest_agent, EkTrust};
 use cvm_verify::golden::{Golden, FORMAT};
 use cvm_verify::tee::TeeTrust;
+use cvm_verify::VerifyError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-use crate::api::{ApiError, AppState};
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
 
 /// Largest request: a golden measurement with its expected event logs is ~100 KiB; the TDX
 /// collateral ~20 KiB.
@@ -206,12 +208,12 @@ impl CheckedRequest {
         let evidence =
             attest_agent(&self.agent, &self.ek, &self.tee, self.timeout, now).map_err(|e| {
                 ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("the peer's evidence could not be obtained: {e:#}"),
+                    status_of(&e),
+                    format!("the peer's evidence could not be obtained: {}", e.chain()),
                 )
             })?;
         let verdict = verify(&self.golden, &self.profile, &evidence)
-            .map_err(|e| unprocessable(format!("{e:#}")))?;
+            .map_err(|e| ApiError::new(status_of(&e), e.chain()))?;
         let message = self.signed_message.as_ref().map(|(message, signed)| {
             match evidence.signing_key.as_ref() {
                 Some(key) => match verify_message_signature(key, message, signed) {
@@ -236,6 +238,19 @@ impl CheckedRequest {
             verdict,
             message,
         })
+    }
+}
+
+/// The status of a verifier error: the caller's golden measurement or inputs are unusable (422);
+/// the peer could not be reached, answered an error, or served evidence that does not parse or
+/// check (502: the fault is upstream).
+fn status_of(e: &VerifyError) -> StatusCode {
+    match e {
+        VerifyError::Golden { .. } | VerifyError::Input { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        VerifyError::Transport { .. }
+        | VerifyError::Malformed { .. }
+        | VerifyError::Check { .. }
+        | VerifyError::Attest(_) => StatusCode::BAD_GATEWAY,
     }
 }
 

@@ -21,10 +21,11 @@ use cvm_tpm::HashAlg;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::api::{ApiError, AppState};
-use crate::evidence::{
-    b64, key_hash, load_signing_key, open_tpm, unavailable, Evidence, Failure, QUOTED_PCRS,
-};
+use crate::boot_keys::Evidence;
+use crate::evidence::{b64, key_hash, load_signing_key, open_tpm, QUOTED_PCRS};
+use crate::http::error::ApiError;
+use crate::http::error::{unavailable, Failure};
+use crate::http::state::AppState;
 use crate::tpm::TpmSource;
 
 /// Largest message accepted (decoded): the workload signs documents, not bulk data; the TPM only

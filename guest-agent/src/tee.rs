@@ -30,6 +30,17 @@ pub enum TeeType {
     Tdx,
 }
 
+impl TeeType {
+    /// The name the collaterals' `tee_report.type` carries (as serialised).
+    pub fn name(self) -> &'static str {
+        match self {
+            TeeType::None => "none",
+            TeeType::SevSnp => "sev-snp",
+            TeeType::Tdx => "tdx",
+        }
+    }
+}
+
 /// A report with the data it binds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TeeReport {

@@ -6,13 +6,13 @@
 //! ([`check_served`]), over the exact bytes (`golden_b64`). An unsigned copy is refused, whatever
 //! it says.
 
-use anyhow::{Context, Result};
 use base64::Engine;
 use serde::Deserialize;
 use std::time::Duration;
 
-use crate::collaterals::{body, http_agent};
+use crate::error::{Result, ResultExt};
 use crate::golden_sign::{PublicKey, Refusal, SignatureFile};
+use crate::http::{body, http_agent, transport};
 
 /// The agent's endpoint.
 pub const PATH_GOLDEN: &str = "/golden-measurement";
@@ -37,10 +37,11 @@ pub fn fetch_served(base: &str, timeout: Duration) -> Result<ServedGolden> {
     let resp = http_agent(timeout)
         .get(&url)
         .call()
-        .with_context(|| format!("cannot reach the agent at {url}"))?;
+        .map_err(|e| transport(format!("cannot reach the agent at {url}"), e))?;
     let bytes = body(resp, &format!("GET {url}"))?;
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("GET {url}: not the agent's golden-measurement answer"))
+    serde_json::from_slice(&bytes).malformed(format!(
+        "GET {url}: not the agent's golden-measurement answer"
+    ))
 }
 
 /// The served golden file's bytes when its signature verifies with `key`; otherwise why not.

@@ -1,7 +1,7 @@
 //! The checks: evidence against one profile of a golden file, as a [`Verdict`].
 //!
 //! 0. **Attestation** (agent evidence): the quote, AK↔EK and EK certificate checks of
-//!    [`super::collaterals`]; a failed one fails the verdict, a skipped one (`--insecure-no-ek`) is shown.
+//!    `collaterals` module; a failed one fails the verdict, a skipped one (`--insecure-no-ek`) is shown.
 //! 1. **The logs replay to the reported values.** The firmware log, replayed per bank, must give the
 //!    reported value of every PCR it extends; the runtime log continues from there for the PCRs it
 //!    extends (PCR 23). A log that does not replay cannot explain the values, so its event-level
@@ -14,10 +14,10 @@
 //! 3. **Event-level diff** for every PCR that failed either check and whose golden entry lists its
 //!    events: the first expected event the log does not match ([`eventlog::diff_pcrs`]).
 
-use crate::collaterals::{AttestCheck, CheckKind, CheckStatus};
-use crate::evidence::{Evidence, Origin};
+use crate::attestation::{AttestCheck, CheckKind, CheckStatus};
+use crate::error::{Kind, Result, ResultExt, VerifyError};
+use crate::evidence::{Evidence, Origin, PcrValues};
 use crate::golden::{Golden, ImageRef, PcrEntry, Source};
-use anyhow::{bail, Context, Result};
 use cvm_measure::eventlog::{
     self, diff_pcrs, replay_expected, Event, EventDigest, HashAlg, Mismatch,
 };
@@ -209,19 +209,21 @@ fn profile_entries<'g>(
 ) -> Result<BTreeMap<(HashAlg, u32), &'g PcrEntry>> {
     let Some(p) = golden.profiles.get(profile) else {
         let known: Vec<&str> = golden.profiles.keys().map(String::as_str).collect();
-        bail!(
+        return Err(VerifyError::golden(format!(
             "the golden file has no profile {profile:?}; it has: {} (choose one with --profile)",
             known.join(", ")
-        );
+        )));
     };
     let mut out = BTreeMap::new();
     for (bank_name, values) in &p.pcrs {
-        let bank = HashAlg::from_name(bank_name)
-            .with_context(|| format!("profile {profile}: unknown bank {bank_name:?}"))?;
+        let bank = HashAlg::from_name(bank_name).ok_or_else(|| {
+            VerifyError::golden(format!("profile {profile}: unknown bank {bank_name:?}"))
+        })?;
         for (index, entry) in values {
-            let pcr: u32 = index
-                .parse()
-                .with_context(|| format!("profile {profile}: PCR {index:?} is not a number"))?;
+            let pcr: u32 = index.parse().or_kind(
+                Kind::Golden,
+                format!("profile {profile}: PCR {index:?} is not a number"),
+            )?;
             out.insert((bank, pcr), entry);
         }
     }
@@ -285,7 +287,7 @@ fn check_runtime_log(evidence: &Evidence, firmware: &eventlog::Replay) -> LogChe
                     compare(&mut check, *bank, *pcr, value, reported.get(pcr));
                 }
             }
-            Err(why) => check.problems.push(why),
+            Err(why) => check.problems.push(why.to_string()),
         }
     }
     check.status = status_of(&check);
@@ -296,17 +298,17 @@ fn replay_runtime(
     runtime: &[RuntimeEvent],
     firmware: &eventlog::Replay,
     bank: HashAlg,
-) -> Result<BTreeMap<u32, Vec<u8>>, String> {
+) -> Result<BTreeMap<u32, Vec<u8>>> {
     let len = bank
         .digest_len()
-        .ok_or_else(|| format!("bank {bank} has no known digest size"))?;
+        .ok_or_else(|| VerifyError::malformed(format!("bank {bank} has no known digest size")))?;
     let mut values: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
     for (i, e) in runtime.iter().enumerate() {
         let digest = e.digest(bank).ok_or_else(|| {
-            format!(
+            VerifyError::malformed(format!(
                 "event {i} ({}) has no {bank} digest, but the evidence reports that bank",
                 e.description
-            )
+            ))
         })?;
         let start = || {
             firmware
@@ -316,7 +318,7 @@ fn replay_runtime(
         };
         let v = values.entry(e.pcr).or_insert_with(start);
         *v = workload::extend(bank, v, digest)
-            .ok_or_else(|| format!("bank {bank} cannot be replayed"))?;
+            .ok_or_else(|| VerifyError::malformed(format!("bank {bank} cannot be replayed")))?;
     }
     Ok(values)
 }
@@ -350,12 +352,7 @@ fn status_of(check: &LogCheck) -> LogStatus {
     }
 }
 
-fn pcr_result(
-    bank: HashAlg,
-    pcr: u32,
-    entry: &PcrEntry,
-    reported: &crate::evidence::PcrValues,
-) -> PcrResult {
+fn pcr_result(bank: HashAlg, pcr: u32, entry: &PcrEntry, reported: &PcrValues) -> PcrResult {
     let reported = reported
         .get(&bank)
         .and_then(|b| b.get(&pcr))

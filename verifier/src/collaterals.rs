@@ -9,55 +9,36 @@
 //!    `POST /activate-credential`: only the TPM holding both keys can return the secret;
 //! 3. **EK certificate** — the certificate chains to `--ek-ca` and certifies that EK.
 //!
-//! The event logs are then replayed against the quoted values by [`super::check::verify`].
+//! The event logs are then replayed against the quoted values by the `check` module's `verify`.
 
 use crate::attest::credential::{make_credential, random_credential, MadeCredential};
 use crate::attest::quote::verify_quote;
-use crate::attest::signing_key::{verify_signing_key, SigningKeyJson};
+use crate::attest::signing_key::{verify_signing_key, VerifiedSigningKey};
 use crate::attest::tee_report_data;
 use crate::attest::tpm2::{Public, TPM_ALG_SHA256};
 use crate::ekcert;
-use crate::evidence::{parse_eventlog, parse_runtime, Evidence, Origin, PcrValues, Quote};
-use crate::tee::{check_tee, TeeReportJson, TeeTrust};
-use anyhow::{bail, Context, Result};
+use crate::error::{attest_failure, Kind, Result, ResultExt, VerifyError};
+use crate::evidence::{
+    parse_eventlog, parse_runtime, pcr_values, Evidence, Origin, PcrValues, Quote,
+};
+use crate::http::{body, transport};
+use crate::tee::{check_tee, TeeTrust};
+use crate::wire::{
+    ActivateRequest, ActivateResponse, COLLATERALS_VERSION, PATH_ACTIVATE, PATH_COLLATERALS,
+};
 use base64::Engine;
-use cvm_measure::eventlog::HashAlg;
+use cvm_measure::eventlog::{EventLog, HashAlg};
+use cvm_measure::workload::RuntimeEvent;
 use rand_core::{OsRng, RngCore};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::time::Duration;
 use x509_cert::Certificate;
 
+pub use crate::attestation::{AttestCheck, CheckKind, CheckStatus};
+pub use crate::http::http_agent;
+pub use crate::wire::Collaterals;
+
 /// Bytes of the verifier's nonce (the agent accepts 16–64).
 pub const NONCE_LEN: usize = 32;
-/// The collaterals format this verifier reads.
-const COLLATERALS_VERSION: u32 = 1;
-/// Agent paths (guest-agent/src/evidence.rs).
-const PATH_COLLATERALS: &str = "/collaterals";
-const PATH_ACTIVATE: &str = "/activate-credential";
-/// Largest answer read from the agent (the firmware log of a cloud VM is ~50 KiB).
-const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
-
-/// The `GET /collaterals` answer (binary fields base64, digests hex).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Collaterals {
-    pub version: u32,
-    pub nonce: String,
-    pub quote: String,
-    pub signature: String,
-    pub ak_public: String,
-    pub pcrs: BTreeMap<String, BTreeMap<String, String>>,
-    pub eventlog: Option<String>,
-    pub runtime_eventlog: Option<String>,
-    pub ek_type: String,
-    pub ek_public: String,
-    pub ek_cert: Option<String>,
-    /// Absent from agents that predate it.
-    #[serde(default)]
-    pub tee_report: Option<TeeReportJson>,
-    #[serde(default)]
-    pub signing_key: Option<SigningKeyJson>,
-}
 
 /// How the EK is trusted.
 #[derive(Debug, Clone)]
@@ -68,66 +49,11 @@ pub enum EkTrust {
     Insecure,
 }
 
-/// Which attestation check an [`AttestCheck`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CheckKind {
-    Quote,
-    AkEkBinding,
-    EkCertificate,
-    /// The agent's boot signing key: AK certification and PolicyPCR over the quoted PCRs.
-    SigningKey,
-    /// The SEV-SNP report or TDX quote binding the nonce and the AK.
-    TeeReport,
-}
+/// Runs TPM2_ActivateCredential in the VM: the credential it recovered.
+pub type Activate<'a> = &'a dyn Fn(&MadeCredential) -> Result<Vec<u8>>;
 
-impl CheckKind {
-    /// How reports name the check.
-    pub fn label(self) -> &'static str {
-        match self {
-            CheckKind::Quote => "TPM quote",
-            CheckKind::AkEkBinding => "AK↔EK binding (credential activation)",
-            CheckKind::EkCertificate => "EK certificate chain",
-            CheckKind::SigningKey => "boot signing key",
-            CheckKind::TeeReport => "TEE report",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CheckStatus {
-    Ok,
-    Failed,
-    /// Not enforced (`--insecure-no-ek`).
-    Skipped,
-}
-
-/// One attestation check and its outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AttestCheck {
-    pub check: CheckKind,
-    pub status: CheckStatus,
-    /// What was established, or why it failed.
-    pub detail: String,
-}
-
-impl AttestCheck {
-    pub fn from_result(check: CheckKind, r: Result<String>) -> Self {
-        match r {
-            Ok(detail) => AttestCheck {
-                check,
-                status: CheckStatus::Ok,
-                detail,
-            },
-            Err(e) => AttestCheck {
-                check,
-                status: CheckStatus::Failed,
-                detail: format!("{e:#}"),
-            },
-        }
-    }
-}
+/// Why the checks that need the AK were not run.
+const NO_AK: &str = "the quote (and so the AK) did not verify";
 
 /// A fresh random nonce from the OS.
 pub fn fresh_nonce() -> [u8; NONCE_LEN] {
@@ -139,54 +65,27 @@ pub fn fresh_nonce() -> [u8; NONCE_LEN] {
 fn b64(field: &str, value: &str) -> Result<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(value)
-        .with_context(|| format!("collaterals field {field} is not base64"))
-}
-
-/// The HTTP client for agents: never through a proxy (the agent is usually a forwarded loopback port,
-/// and an `http_proxy` of a build machine must not capture it); non-2xx statuses are answers, not
-/// transport errors; `timeout` bounds each whole request.
-pub fn http_agent(timeout: Duration) -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build();
-    ureq::Agent::new_with_config(config)
-}
-
-/// Reads a response body; an error naming `what` unless the status is 2xx.
-pub(crate) fn body(mut resp: ureq::http::Response<ureq::Body>, what: &str) -> Result<Vec<u8>> {
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_BODY_BYTES)
-        .read_to_vec()
-        .with_context(|| format!("reading the answer of {what}"))?;
-    if !(200..300).contains(&status) {
-        bail!(
-            "{what}: HTTP {status}: {}",
-            String::from_utf8_lossy(&bytes).trim()
-        );
-    }
-    Ok(bytes)
+        .malformed(format!("collaterals field {field} is not base64"))
 }
 
 /// `GET base/collaterals?nonce=HEX`, parsed.
 pub fn fetch_collaterals(base: &str, nonce: &[u8], timeout: Duration) -> Result<Collaterals> {
     let url = format!("{base}{PATH_COLLATERALS}?nonce={}", hex::encode(nonce));
-    let resp = http_agent(timeout).get(&url).call().with_context(|| {
-        format!("GET {url} (is the VM running? `cvm-image run` prints the agent URL)")
+    let resp = http_agent(timeout).get(&url).call().map_err(|e| {
+        transport(
+            format!("GET {url} (is the VM running? `cvm-image run` prints the agent URL)"),
+            e,
+        )
     })?;
     let bytes = body(resp, &format!("GET {url}"))?;
-    let c: Collaterals = serde_json::from_slice(&bytes).with_context(|| {
-        format!("GET {url}: not the collaterals JSON of docs/attestation-api.md")
-    })?;
+    let c: Collaterals = serde_json::from_slice(&bytes).malformed(format!(
+        "GET {url}: not the collaterals JSON of docs/attestation-api.md"
+    ))?;
     if c.version != COLLATERALS_VERSION {
-        bail!(
+        return Err(VerifyError::malformed(format!(
             "GET {url}: collaterals version {}, this verifier reads {COLLATERALS_VERSION}",
             c.version
-        );
+        )));
     }
     Ok(c)
 }
@@ -199,22 +98,19 @@ pub fn activate_credential(
 ) -> Result<Vec<u8>> {
     let url = format!("{base}{PATH_ACTIVATE}");
     let engine = &base64::engine::general_purpose::STANDARD;
-    let request = serde_json::json!({
-        "credential_blob": engine.encode(&made.credential_blob),
-        "secret": engine.encode(&made.secret),
-    });
+    let request = ActivateRequest {
+        credential_blob: engine.encode(&made.credential_blob),
+        secret: engine.encode(&made.secret),
+    };
+    let request = serde_json::to_string(&request).or_kind(Kind::Input, "encoding the request")?;
     let resp = http_agent(timeout)
         .post(&url)
         .header("Content-Type", "application/json")
-        .send(request.to_string())
-        .with_context(|| format!("POST {url}"))?;
+        .send(request)
+        .map_err(|e| transport(format!("POST {url}"), e))?;
     let bytes = body(resp, &format!("POST {url}"))?;
-    #[derive(Deserialize)]
-    struct Answer {
-        cert_info: String,
-    }
-    let a: Answer = serde_json::from_slice(&bytes)
-        .with_context(|| format!("POST {url}: expected {{\"cert_info\": base64}}"))?;
+    let a: ActivateResponse = serde_json::from_slice(&bytes)
+        .malformed(format!("POST {url}: expected {{\"cert_info\": base64}}"))?;
     b64("cert_info", &a.cert_info)
 }
 
@@ -248,128 +144,46 @@ pub fn attest_agent(
 /// Checks `c` against the nonce the verifier sent and builds the evidence from it. `activate` runs
 /// TPM2_ActivateCredential in the VM (normally [`activate_credential`]); `now_unix` is when the EK
 /// certificates must be valid. Malformed fields are errors; failed checks are recorded in
-/// [`Evidence::attestation`].
+/// [`Evidence::attestation`], in the order quote, AK↔EK binding, EK certificate, signing key, TEE.
 pub fn check_collaterals(
     c: &Collaterals,
     nonce: &[u8],
     trust: &EkTrust,
     tee: &TeeTrust,
-    activate: &dyn Fn(&MadeCredential) -> Result<Vec<u8>>,
+    activate: Activate<'_>,
     now_unix: u64,
     origin: Origin,
 ) -> Result<Evidence> {
-    let attest = b64("quote", &c.quote)?;
-    let signature = b64("signature", &c.signature)?;
-    let ak_public = b64("ak_public", &c.ak_public)?;
-    let served = parse_served_pcrs(&c.pcrs)?;
-    let sha256 = served.get(&HashAlg::SHA256).cloned().unwrap_or_default();
-
-    let mut checks = vec![];
-    let quoted = verify_quote(
-        &ak_public,
-        &attest,
-        &signature,
-        nonce,
-        TPM_ALG_SHA256,
-        &sha256,
-    );
-    let ak = Public::parse_tpm2b(&ak_public);
-    let (pcrs, ak_name) = match quoted {
-        Ok(q) => {
-            checks.push(AttestCheck::from_result(
-                CheckKind::Quote,
-                Ok(format!(
-                    "signed by the AK, nonce {} = extraData, pcrDigest = the {} quoted sha256 PCRs",
-                    hex::encode(nonce),
-                    q.pcrs.len()
-                )),
-            ));
-            let ak_name = q.ak_name.clone();
-            (PcrValues::from([(HashAlg::SHA256, q.pcrs)]), Some(ak_name))
+    let fields = Decoded::of(c)?;
+    let quote = check_quote(&fields, nonce);
+    let ak_name = quote.ak_name.as_deref();
+    let mut checks = vec![quote.check.clone()];
+    checks.push(check_binding(&fields.ek, ak_name, activate));
+    checks.push(check_ek_certificate(
+        c,
+        fields.ek.as_ref().ok(),
+        trust,
+        now_unix,
+    ));
+    let signing_key = match &c.signing_key {
+        Some(sk) => {
+            let (check, key) = check_signing_key(sk, &fields, &quote, nonce);
+            checks.push(check);
+            key
         }
-        Err(e) => {
-            checks.push(AttestCheck::from_result(CheckKind::Quote, Err(e.into())));
-            (served, None)
-        }
-    };
-
-    let ek_public = b64("ek_public", &c.ek_public)?;
-    let ek = Public::parse_tpm2b(&ek_public)
-        .context("collaterals field ek_public: not an EK TPM2B_PUBLIC");
-    let binding = match (&ek, &ak_name) {
-        (Ok(ek), Some(name)) => check_binding(ek, name, activate),
-        (Err(e), _) => Err(anyhow::anyhow!("{e:#}")),
-        (_, None) => Err(anyhow::anyhow!(
-            "not attempted: the quote (and so the AK) did not verify"
-        )),
-    };
-    checks.push(AttestCheck::from_result(CheckKind::AkEkBinding, binding));
-    checks.push(check_ek_certificate(c, ek.as_ref().ok(), trust, now_unix));
-    let signing_key = match (&c.signing_key, &ak, &ak_name) {
-        (Some(sk), Ok(ak), Some(_)) => {
-            let quoted = pcrs.get(&HashAlg::SHA256).cloned().unwrap_or_default();
-            let verified = verify_signing_key(sk, ak, nonce, &quoted);
-            checks.push(AttestCheck::from_result(
-                CheckKind::SigningKey,
-                verified
-                    .as_ref()
-                    .map(|k| {
-                        format!(
-                        "boot signing key {} certified by the AK for this nonce, usable only with \
-                         the quoted PCRs 0-15, 23 (PolicyPCR)",
-                        k.key_hash
-                    )
-                    })
-                    .map_err(|e| anyhow::anyhow!("{e:#}")),
-            ));
-            verified.ok()
-        }
-        (Some(_), _, _) => {
-            checks.push(AttestCheck::from_result(
-                CheckKind::SigningKey,
-                Err(anyhow::anyhow!(
-                    "not checked: the quote (and so the AK) did not verify"
-                )),
-            ));
-            None
-        }
-        (None, _, _) => None,
-    };
-    checks.push(match &ak_name {
-        Some(name) => check_tee(
-            c.tee_report.as_ref(),
-            &tee_report_data(nonce, name),
-            tee,
-            now_unix,
-        ),
-        None => AttestCheck::from_result(
-            CheckKind::TeeReport,
-            Err(anyhow::anyhow!(
-                "not checked: the quote (and so the AK) did not verify"
-            )),
-        ),
-    });
-
-    let eventlog = match &c.eventlog {
-        Some(log) => parse_eventlog(&b64("eventlog", log)?, "the collaterals' eventlog")?,
-        None => bail!("the collaterals have no firmware event log (eventlog is null): nothing explains the PCR values"),
-    };
-    let runtime = match &c.runtime_eventlog {
-        Some(log) => Some(parse_runtime(
-            &b64("runtime_eventlog", log)?,
-            "the collaterals' runtime_eventlog",
-        )?),
         None => None,
     };
+    checks.push(check_tee_binding(c, ak_name, nonce, tee, now_unix));
+    let (eventlog, runtime) = decode_logs(c)?;
     Ok(Evidence {
         origin,
-        pcrs,
+        pcrs: quote.pcrs,
         eventlog,
         runtime,
         quote: Some(Quote {
-            attest,
-            signature,
-            ak_public,
+            attest: fields.attest,
+            signature: fields.signature,
+            ak_public: fields.ak_public,
             nonce: nonce.to_vec(),
         }),
         attestation: checks,
@@ -377,23 +191,106 @@ pub fn check_collaterals(
     })
 }
 
-fn parse_served_pcrs(pcrs: &BTreeMap<String, BTreeMap<String, String>>) -> Result<PcrValues> {
-    let json = serde_json::to_vec(pcrs).context("re-encoding the collaterals' pcrs")?;
-    crate::evidence::parse_pcrs(&json, "the collaterals' pcrs")
+/// The collaterals' binary fields, decoded (a field that does not decode is malformed evidence;
+/// an EK that does not parse fails the checks that need it).
+struct Decoded {
+    attest: Vec<u8>,
+    signature: Vec<u8>,
+    ak_public: Vec<u8>,
+    /// The PCR values as served (the evidence when the quote does not verify).
+    served: PcrValues,
+    ek: Result<Public>,
+}
+
+impl Decoded {
+    fn of(c: &Collaterals) -> Result<Self> {
+        let attest = b64("quote", &c.quote)?;
+        let signature = b64("signature", &c.signature)?;
+        let ak_public = b64("ak_public", &c.ak_public)?;
+        let served = pcr_values(&c.pcrs, "the collaterals' pcrs")?;
+        let ek = Public::parse_tpm2b(&b64("ek_public", &c.ek_public)?)
+            .map_err(VerifyError::from)
+            .check_failed("collaterals field ek_public: not an EK TPM2B_PUBLIC");
+        Ok(Decoded {
+            attest,
+            signature,
+            ak_public,
+            served,
+            ek,
+        })
+    }
+}
+
+/// The quote check, and what it establishes.
+struct QuoteOutcome {
+    check: AttestCheck,
+    /// The quoted values when the quote verifies, else the served ones.
+    pcrs: PcrValues,
+    /// The AK's Name when the quote verifies.
+    ak_name: Option<Vec<u8>>,
+}
+
+/// The AK signed the served SHA-256 PCR values with our nonce.
+fn check_quote(fields: &Decoded, nonce: &[u8]) -> QuoteOutcome {
+    let sha256 = fields
+        .served
+        .get(&HashAlg::SHA256)
+        .cloned()
+        .unwrap_or_default();
+    match verify_quote(
+        &fields.ak_public,
+        &fields.attest,
+        &fields.signature,
+        nonce,
+        TPM_ALG_SHA256,
+        &sha256,
+    ) {
+        Ok(q) => QuoteOutcome {
+            check: AttestCheck::from_result(
+                CheckKind::Quote,
+                Ok(format!(
+                    "signed by the AK, nonce {} = extraData, pcrDigest = the {} quoted sha256 PCRs",
+                    hex::encode(nonce),
+                    q.pcrs.len()
+                )),
+            ),
+            pcrs: PcrValues::from([(HashAlg::SHA256, q.pcrs)]),
+            ak_name: Some(q.ak_name),
+        },
+        Err(e) => QuoteOutcome {
+            check: AttestCheck::from_result(CheckKind::Quote, Err(VerifyError::from(e))),
+            pcrs: fields.served.clone(),
+            ak_name: None,
+        },
+    }
 }
 
 /// MakeCredential for (EK, AK Name), activated by the VM: the secret must come back.
 fn check_binding(
-    ek: &Public,
-    ak_name: &[u8],
-    activate: &dyn Fn(&MadeCredential) -> Result<Vec<u8>>,
-) -> Result<String> {
+    ek: &Result<Public>,
+    ak_name: Option<&[u8]>,
+    activate: Activate<'_>,
+) -> AttestCheck {
+    let result = match (ek, ak_name) {
+        (Ok(ek), Some(name)) => activate_binding(ek, name, activate),
+        (Err(e), _) => Err(VerifyError::check(e.chain())),
+        (_, None) => Err(VerifyError::check(format!("not attempted: {NO_AK}"))),
+    };
+    AttestCheck::from_result(CheckKind::AkEkBinding, result)
+}
+
+fn activate_binding(ek: &Public, ak_name: &[u8], activate: Activate<'_>) -> Result<String> {
     let secret = random_credential();
-    let made = make_credential(ek, ak_name, &secret).context("TPM2_MakeCredential for the EK")?;
-    let returned = activate(&made)
-        .context("the VM could not activate the credential (the AK is not bound to this EK)")?;
+    let made = make_credential(ek, ak_name, &secret)
+        .map_err(VerifyError::from)
+        .check_failed("TPM2_MakeCredential for the EK")?;
+    let returned = activate(&made).check_failed(
+        "the VM could not activate the credential (the AK is not bound to this EK)",
+    )?;
     if returned != secret {
-        bail!("the VM returned another secret than the one encrypted to the EK and AK Name");
+        return Err(VerifyError::check(
+            "the VM returned another secret than the one encrypted to the EK and AK Name",
+        ));
     }
     Ok(format!(
         "credential for AK {} activated by the EK's TPM",
@@ -401,6 +298,82 @@ fn check_binding(
     ))
 }
 
+/// The boot signing key: certified by the (verified) AK for this nonce, bound to the quoted PCRs.
+fn check_signing_key(
+    sk: &crate::wire::SigningKeyJson,
+    fields: &Decoded,
+    quote: &QuoteOutcome,
+    nonce: &[u8],
+) -> (AttestCheck, Option<VerifiedSigningKey>) {
+    let ak = Public::parse_tpm2b(&fields.ak_public);
+    let (Ok(ak), Some(_)) = (&ak, &quote.ak_name) else {
+        let why = format!("not checked: {NO_AK}");
+        return (AttestCheck::failed(CheckKind::SigningKey, why), None);
+    };
+    let quoted = quote
+        .pcrs
+        .get(&HashAlg::SHA256)
+        .cloned()
+        .unwrap_or_default();
+    match verify_signing_key(sk, ak, nonce, &quoted) {
+        Ok(k) => {
+            let detail = format!(
+                "boot signing key {} certified by the AK for this nonce, usable only with the \
+                 quoted PCRs 0-15, 23 (PolicyPCR)",
+                k.key_hash
+            );
+            (
+                AttestCheck::from_result(CheckKind::SigningKey, Ok(detail)),
+                Some(k),
+            )
+        }
+        Err(e) => (
+            AttestCheck::from_result(CheckKind::SigningKey, Err(VerifyError::from(e))),
+            None,
+        ),
+    }
+}
+
+/// The TEE report binds this nonce and the (verified) AK.
+fn check_tee_binding(
+    c: &Collaterals,
+    ak_name: Option<&[u8]>,
+    nonce: &[u8],
+    tee: &TeeTrust,
+    now_unix: u64,
+) -> AttestCheck {
+    match ak_name {
+        Some(name) => check_tee(
+            c.tee_report.as_ref(),
+            &tee_report_data(nonce, name),
+            tee,
+            now_unix,
+        ),
+        None => AttestCheck::failed(CheckKind::TeeReport, format!("not checked: {NO_AK}")),
+    }
+}
+
+/// The firmware log (required: nothing else explains the PCR values) and the runtime log.
+fn decode_logs(c: &Collaterals) -> Result<(EventLog, Option<Vec<RuntimeEvent>>)> {
+    let eventlog =
+        match &c.eventlog {
+            Some(log) => parse_eventlog(&b64("eventlog", log)?, "the collaterals' eventlog")?,
+            None => return Err(VerifyError::malformed(
+                "the collaterals have no firmware event log (eventlog is null): nothing explains \
+                 the PCR values",
+            )),
+        };
+    let runtime = match &c.runtime_eventlog {
+        Some(log) => Some(parse_runtime(
+            &b64("runtime_eventlog", log)?,
+            "the collaterals' runtime_eventlog",
+        )?),
+        None => None,
+    };
+    Ok((eventlog, runtime))
+}
+
+/// The EK certificate chains to the trusted bundle and certifies the served EK.
 fn check_ek_certificate(
     c: &Collaterals,
     ek: Option<&Public>,
@@ -409,21 +382,27 @@ fn check_ek_certificate(
 ) -> AttestCheck {
     let bundle = match trust {
         EkTrust::Insecure => {
-            return AttestCheck {
-                check: CheckKind::EkCertificate,
-                status: CheckStatus::Skipped,
-                detail: "--insecure-no-ek: the EK is not known to belong to a genuine TPM".into(),
-            }
+            return AttestCheck::skipped(
+                CheckKind::EkCertificate,
+                "--insecure-no-ek: the EK is not known to belong to a genuine TPM",
+            )
         }
         EkTrust::Ca(bundle) => bundle,
     };
     let result = (|| {
-        let ek = ek.context("no parseable EK public area to compare the certificate with")?;
+        let ek = ek.ok_or_else(|| {
+            VerifyError::check("no parseable EK public area to compare the certificate with")
+        })?;
         let der = match &c.ek_cert {
             Some(cert) => b64("ek_cert", cert)?,
-            None => bail!("the TPM has no EK certificate (ek_cert is null)"),
+            None => {
+                return Err(VerifyError::check(
+                    "the TPM has no EK certificate (ek_cert is null)",
+                ))
+            }
         };
-        let chain = ekcert::verify_ek_certificate(&der, bundle, ek, now_unix)?;
+        let chain =
+            ekcert::verify_ek_certificate(&der, bundle, ek, now_unix).map_err(attest_failure)?;
         Ok(format!(
             "{} EK certificate chain {}",
             c.ek_type,

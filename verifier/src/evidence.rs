@@ -1,9 +1,11 @@
 //! What a VM presents to the verifier: PCR values, the firmware's TCG event log and the init's
 //! runtime (PCR 23) log — read from files (offline: the values are only *reported*, nothing binds
 //! them to a TPM key or a fresh nonce), or from the agent's collaterals, whose TPM quote
-//! ([`Evidence::quote`]) authenticates them ([`super::collaterals`]).
+//! ([`Evidence::quote`]) authenticates them (the `collaterals` module).
 
-use anyhow::{bail, Context, Result};
+use crate::attestation::AttestCheck;
+use crate::error::{Kind, Result, ResultExt, VerifyError};
+use crate::wire::PcrsJson;
 use cvm_measure::eventlog::{self, EventLog, HashAlg};
 use cvm_measure::workload::{self, RuntimeEvent};
 use serde::Serialize;
@@ -43,7 +45,7 @@ pub struct Evidence {
     /// The TPM quote (agent evidence only).
     pub quote: Option<Quote>,
     /// Outcome of the quote, AK↔EK, EK certificate, signing key and TEE checks (agent evidence only).
-    pub attestation: Vec<super::collaterals::AttestCheck>,
+    pub attestation: Vec<AttestCheck>,
     /// The agent's boot signing key, when its certification and PCR policy checked out.
     pub signing_key: Option<crate::attest::signing_key::VerifiedSigningKey>,
 }
@@ -109,55 +111,63 @@ impl Evidence {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    std::fs::read(path).input(format!("cannot read {}", path.display()))
 }
 
 pub fn parse_eventlog(bytes: &[u8], name: &str) -> Result<EventLog> {
-    eventlog::parse(bytes).with_context(|| format!("{name} is not a TCG event log"))
+    eventlog::parse(bytes).malformed(format!("{name} is not a TCG event log"))
 }
 
 pub fn parse_runtime(bytes: &[u8], name: &str) -> Result<Vec<RuntimeEvent>> {
-    let text = std::str::from_utf8(bytes)
-        .with_context(|| format!("{name}: the runtime event log is not UTF-8 JSON lines"))?;
-    workload::parse_log(text)
-        .with_context(|| format!("{name} is not a cvm-image runtime event log"))
+    let text = std::str::from_utf8(bytes).malformed(format!(
+        "{name}: the runtime event log is not UTF-8 JSON lines"
+    ))?;
+    workload::parse_log(text).malformed(format!("{name} is not a cvm-image runtime event log"))
 }
 
 /// Parse the agent's `/pcrs` JSON: `{"sha256": {"0": "<hex>", …}, …}` (any bank the TPM has).
 pub fn parse_pcrs(bytes: &[u8], name: &str) -> Result<PcrValues> {
-    let raw: BTreeMap<String, BTreeMap<String, String>> = serde_json::from_slice(bytes)
-        .with_context(|| {
-            format!("{name}: expected JSON {{\"sha256\": {{\"0\": \"<hex>\", …}}}} as GET /pcrs answers")
-        })?;
+    let raw: PcrsJson = serde_json::from_slice(bytes).or_kind_with(Kind::Malformed, || {
+        format!(
+            "{name}: expected JSON {{\"sha256\": {{\"0\": \"<hex>\", …}}}} as GET /pcrs answers"
+        )
+    })?;
+    pcr_values(&raw, name)
+}
+
+/// The values of `/pcrs` JSON (or the collaterals' `pcrs`), checked: known banks, PCRs 0–23,
+/// digests of the bank's size.
+pub fn pcr_values(raw: &PcrsJson, name: &str) -> Result<PcrValues> {
     let mut out = PcrValues::new();
     for (bank_name, values) in raw {
-        let bank = HashAlg::from_name(&bank_name)
-            .with_context(|| format!("{name}: unknown PCR bank {bank_name:?}"))?;
-        let len = bank
-            .digest_len()
-            .with_context(|| format!("{name}: bank {bank_name} has no known digest size"))?;
+        let bank = HashAlg::from_name(bank_name).ok_or_else(|| {
+            VerifyError::malformed(format!("{name}: unknown PCR bank {bank_name:?}"))
+        })?;
+        let len = bank.digest_len().ok_or_else(|| {
+            VerifyError::malformed(format!("{name}: bank {bank_name} has no known digest size"))
+        })?;
         let mut parsed = BTreeMap::new();
-        for (index, hex_value) in values {
-            let pcr: u32 = index
-                .parse()
-                .ok()
-                .filter(|&p| p < PCR_COUNT)
-                .with_context(|| format!("{name}: {bank_name} PCR {index:?} is not 0–23"))?;
-            let value = hex::decode(&hex_value)
+        for (&pcr, hex_value) in &values.0 {
+            if pcr >= PCR_COUNT {
+                return Err(VerifyError::malformed(format!(
+                    "{name}: {bank_name} PCR \"{pcr}\" is not 0–23"
+                )));
+            }
+            let value = hex::decode(hex_value)
                 .ok()
                 .filter(|v| v.len() == len)
-                .with_context(|| {
-                    format!(
+                .ok_or_else(|| {
+                    VerifyError::malformed(format!(
                         "{name}: {bank_name} PCR {pcr} is not {} hex digits",
                         len * 2
-                    )
+                    ))
                 })?;
             parsed.insert(pcr, value);
         }
         out.insert(bank, parsed);
     }
     if out.is_empty() {
-        bail!("{name}: no PCR bank");
+        return Err(VerifyError::malformed(format!("{name}: no PCR bank")));
     }
     Ok(out)
 }

@@ -12,6 +12,10 @@
 //! | [`tee`] | the SEV-SNP report / TDX quote in the collaterals |
 //! | [`check`] | evidence vs one golden profile → [`check::Verdict`] |
 //! | [`report`] | the verdict as a per-PCR text table |
+//! | [`wire`] | the agent's JSON documents (`/collaterals`, `/pcrs`, credential activation), shared with the agent |
+//! | [`attestation`] | the outcome of each attestation check |
+//! | [`error`] | [`VerifyError`], by kind |
+//! | [`http`] | the HTTP client for agents |
 //!
 //! The host's `cvm-image verify` and the guest agent's peer `POST /verify` both run [`check::verify`]
 //! over evidence built by [`collaterals::check_collaterals`], so a VM verifies a peer exactly as the
@@ -19,14 +23,20 @@
 
 pub mod agent_golden;
 pub mod attest;
+pub mod attestation;
 pub mod check;
 pub mod collaterals;
 pub mod ekcert;
+pub mod error;
 pub mod evidence;
 pub mod golden;
 pub mod golden_sign;
+pub mod http;
 pub mod report;
 pub mod tee;
+pub mod wire;
+
+pub use error::VerifyError;
 
 #[cfg(test)]
 mod testutil;

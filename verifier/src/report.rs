@@ -1,7 +1,7 @@
 //! The text form of a [`Verdict`]: logs, a per-PCR table, the event-level differences, the verdict.
 
+use crate::attestation::{AttestCheck, CheckStatus};
 use crate::check::{LogCheck, LogKind, LogStatus, PcrResult, PcrStatus, Verdict};
-use crate::collaterals::{AttestCheck, CheckStatus};
 use crate::golden::Source;
 use std::fmt::Write;
 

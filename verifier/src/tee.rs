@@ -13,28 +13,14 @@
 
 use crate::attest::snp::{self, SnpReport};
 use crate::attest::tdx::{self, TdxCollateral};
-use crate::collaterals::{AttestCheck, CheckKind, CheckStatus};
-use anyhow::{bail, ensure, Context, Result};
+use crate::attestation::{AttestCheck, CheckKind, CheckStatus};
+use crate::error::{Kind, OptionExt, Result, ResultExt, VerifyError};
 use base64::Engine;
 use cvm_measure::boot_config::format_uuid;
 use der::Decode;
-use serde::{Deserialize, Serialize};
 use x509_cert::Certificate;
 
-/// `tee_report` of the collaterals (guest-agent/src/evidence.rs `TeeReportJson`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TeeReportJson {
-    /// "none", "sev-snp" or "tdx".
-    #[serde(rename = "type")]
-    pub tee: String,
-    pub source: Option<String>,
-    /// Hex of the 64 bytes the agent asked the TEE to sign.
-    pub report_data: Option<String>,
-    /// SNP: ATTESTATION_REPORT; TDX: the TD quote (base64).
-    pub report: Option<String>,
-    /// SNP: the host's certificate table (base64), if any.
-    pub aux: Option<String>,
-}
+pub use crate::wire::TeeReportJson;
 
 /// What the verifier trusts and requires of a TEE report.
 #[derive(Debug, Clone, Default)]
@@ -83,9 +69,9 @@ pub fn check_tee(
                     .into(),
             }
         }
-        (other, _) => Err(anyhow::anyhow!(
+        (other, _) => Err(VerifyError::malformed(format!(
             "TEE type {other:?} is not sev-snp, tdx or none"
-        )),
+        ))),
     };
     AttestCheck::from_result(CheckKind::TeeReport, outcome)
 }
@@ -94,10 +80,10 @@ fn report_bytes(r: &TeeReportJson) -> Result<Vec<u8>> {
     let b = r
         .report
         .as_deref()
-        .context("tee_report.report is missing")?;
+        .or_kind(Kind::Check, "tee_report.report is missing")?;
     base64::engine::general_purpose::STANDARD
         .decode(b)
-        .context("tee_report.report is not base64")
+        .check_failed("tee_report.report is not base64")
 }
 
 fn check_snp(
@@ -106,40 +92,48 @@ fn check_snp(
     trust: &TeeTrust,
     now_unix: u64,
 ) -> Result<String> {
-    let report = SnpReport::parse(&report_bytes(r)?).context("the SEV-SNP report")?;
-    ensure!(
-        report.report_data == *expected,
-        "the SEV-SNP report's REPORT_DATA does not bind this nonce and AK (a replayed report, or \
-         one from another VM)"
-    );
+    let report = SnpReport::parse(&report_bytes(r)?)
+        .map_err(VerifyError::from)
+        .check_failed("the SEV-SNP report")?;
+    if report.report_data != *expected {
+        return Err(VerifyError::check(
+            "the SEV-SNP report's REPORT_DATA does not bind this nonce and AK (a replayed report, \
+             or one from another VM)",
+        ));
+    }
     let table = match &r.aux {
         Some(aux) => cert_table(
             &base64::engine::general_purpose::STANDARD
                 .decode(aux)
-                .context("tee_report.aux is not base64")?,
+                .check_failed("tee_report.aux is not base64")?,
         )?,
         None => CertTable::default(),
     };
     let vcek = match (&trust.snp_vcek, &table.vcek) {
-        (Some(file), _) => der_or_pem(file).context("--snp-vcek")?,
+        (Some(file), _) => der_or_pem(file).check_failed("--snp-vcek")?,
         (None, Some(der)) => der.clone(),
-        (None, None) => bail!(
+        (None, None) => return Err(VerifyError::check(
             "no VCEK/VLEK: the host's certificate table has none; pass --snp-vcek FILE (from AMD \
              KDS, https://kdsintf.amd.com/vcek/v1/<product>/<hwid>?…)"
-        ),
+                .to_string(),
+        )),
     };
     let chain = match (&trust.amd_chain, &table.ask, &table.ark) {
-        (Some(pem), _, _) => snp::verify_chain(pem).context("--amd-chain")?,
+        (Some(pem), _, _) => snp::verify_chain(pem)
+            .map_err(VerifyError::from)
+            .check_failed("--amd-chain")?,
         (None, Some(ask), Some(ark)) => snp::verify_chain_certs(
-            Certificate::from_der(ask).context("the certificate table's ASK")?,
-            Certificate::from_der(ark).context("the certificate table's ARK")?,
-        )?,
-        _ => bail!(
+            Certificate::from_der(ask).check_failed("the certificate table's ASK")?,
+            Certificate::from_der(ark).check_failed("the certificate table's ARK")?,
+        )
+        .map_err(VerifyError::from)?,
+        _ => return Err(VerifyError::check(
             "no ASK/ARK: the host's certificate table has none; pass --amd-chain FILE (AMD KDS \
              https://kdsintf.amd.com/vcek/v1/<product>/cert_chain)"
-        ),
+                .to_string(),
+        )),
     };
-    let v = snp::verify_report(&report, &vcek, &chain, now_unix)?;
+    let v = snp::verify_report(&report, &vcek, &chain, now_unix).map_err(VerifyError::from)?;
     Ok(format!(
         "SEV-SNP report signed by a {:?} of AMD {} (pinned ARK), REPORT_DATA binds the nonce and \
          the AK; launch measurement {}",
@@ -156,20 +150,22 @@ fn check_tdx(
     now_unix: u64,
 ) -> Result<String> {
     let quote = report_bytes(r)?;
-    let body = tdx::parse_quote(&quote)?;
+    let body = tdx::parse_quote(&quote).map_err(VerifyError::from)?;
     tdx::check_report_data(&body, expected)
-        .context("the TDX quote does not bind this nonce and AK")?;
-    let collateral = trust.tdx_collateral.as_ref().context(
+        .map_err(VerifyError::from)
+        .check_failed("the TDX quote does not bind this nonce and AK")?;
+    let collateral = trust.tdx_collateral.as_ref().or_kind(
+        Kind::Check,
         "a TDX quote needs Intel's DCAP collateral: pass --tdx-collateral FILE (dcap-qvl's JSON \
          shape, from Intel PCS or your PCCS)",
     )?;
-    let v = tdx::verify_quote(&quote, collateral, now_unix)?;
-    ensure!(
-        TDX_ACCEPTED.contains(&v.tcb_status.as_str()),
-        "TDX TCB status {} (advisories {:?}): the platform is not up to date",
-        v.tcb_status,
-        v.advisory_ids
-    );
+    let v = tdx::verify_quote(&quote, collateral, now_unix).map_err(VerifyError::from)?;
+    if !(TDX_ACCEPTED.contains(&v.tcb_status.as_str())) {
+        return Err(VerifyError::check(format!(
+            "TDX TCB status {} (advisories {:?}): the platform is not up to date",
+            v.tcb_status, v.advisory_ids
+        )));
+    }
     Ok(format!(
         "TDX quote verified (DCAP, FMSPC {}, TCB {}), report_data binds the nonce and the AK; \
          MRTD {}",
@@ -193,10 +189,11 @@ pub struct CertTable {
 pub fn cert_table(bytes: &[u8]) -> Result<CertTable> {
     let mut table = CertTable::default();
     for entry in bytes.chunks(CERT_ENTRY_LEN) {
-        ensure!(
-            entry.len() == CERT_ENTRY_LEN,
-            "the SNP certificate table is truncated"
-        );
+        if entry.len() != CERT_ENTRY_LEN {
+            return Err(VerifyError::check(
+                "the SNP certificate table is truncated".to_string(),
+            ));
+        }
         if entry.iter().all(|b| *b == 0) {
             return Ok(table);
         }
@@ -205,7 +202,10 @@ pub fn cert_table(bytes: &[u8]) -> Result<CertTable> {
         let len = u32::from_le_bytes(entry[20..24].try_into().expect("4 bytes")) as usize;
         let cert = bytes
             .get(offset..offset.saturating_add(len))
-            .with_context(|| format!("certificate {guid:?} lies outside the certificate table"))?
+            .or_kind(
+                Kind::Check,
+                format!("certificate {guid:?} lies outside the certificate table"),
+            )?
             .to_vec();
         if guid.contains(&GUID_ARK.to_string()) {
             table.ark = Some(cert);
@@ -215,7 +215,9 @@ pub fn cert_table(bytes: &[u8]) -> Result<CertTable> {
             table.vcek = Some(cert);
         }
     }
-    bail!("the SNP certificate table has no terminating zero entry")
+    Err(VerifyError::check(
+        "the SNP certificate table has no terminating zero entry",
+    ))
 }
 
 /// The GUID's text under both byte orders.
@@ -233,8 +235,8 @@ fn der_or_pem(bytes: &[u8]) -> Result<Vec<u8>> {
     if bytes.starts_with(b"-----BEGIN") {
         use der::DecodePem;
         use der::Encode;
-        let c = Certificate::from_pem(bytes).context("not a PEM certificate")?;
-        return c.to_der().context("re-encoding the certificate");
+        let c = Certificate::from_pem(bytes).check_failed("not a PEM certificate")?;
+        return c.to_der().check_failed("re-encoding the certificate");
     }
     Ok(bytes.to_vec())
 }

@@ -32,28 +32,8 @@ pub const POLICY_BANK: &str = "sha256";
 /// Name algorithm identifier prefix of a SHA-256 Name.
 const NAME_ALG_SHA256: [u8; 2] = TPM_ALG_SHA256.to_be_bytes();
 
-/// `signing_key` of the collaterals.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SigningKeyJson {
-    /// TPM2B_PUBLIC, base64.
-    pub public: String,
-    /// Name, hex.
-    pub name: String,
-    /// SHA-256 of the TPMT_PUBLIC, hex.
-    pub key_hash: String,
-    /// TPMS_ATTEST of TPM2_Certify(key, AK), base64.
-    pub certify_info: String,
-    /// TPMT_SIGNATURE by the AK, base64.
-    pub certify_signature: String,
-    pub pcr_policy: PcrPolicyJson,
-}
-
-/// Which PCRs the key's PolicyPCR covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PcrPolicyJson {
-    pub pcrs: Vec<u32>,
-    pub bank: String,
-}
+/// `signing_key` of the collaterals: one definition with the agent that writes it.
+pub use crate::wire::{PcrPolicyJson, SigningKeyJson};
 
 /// The answer of `POST /sign-message`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
