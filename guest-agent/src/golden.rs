@@ -11,8 +11,8 @@
 //!
 //! Finding the ESP without udev or a vfat module: the disk is the one holding the root
 //! filesystem — `/` is a dm-verity device whose `slaves/` in sysfs are partitions of that disk —
-//! and its GPT (read with `gptman`) names the partition of type
-//! [`ESP_TYPE`]. The FAT volume is read in place with `hadris-fat` through a
+//! and its GPT (read with `cvm_disk::gpt`) names the EFI System Partition. The FAT volume is read
+//! in place (`cvm_disk::fat`) through a
 //! [`PartitionReader`] (positioned reads of the partition's byte range; nothing is mounted and
 //! only the sectors on the path to the two files are read). The answer is cached for the boot.
 //!
@@ -31,19 +31,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
-use hadris_fat::{FatVolume, FatVolumeReadExt};
+use cvm_disk::esp_paths::{GOLDEN as ESP_GOLDEN_PATH, GOLDEN_SIG as ESP_GOLDEN_SIG_PATH};
+use cvm_disk::fat::Volume;
+use cvm_disk::gpt::Gpt;
+use cvm_disk::guid::ESP_TYPE;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 
 use crate::http::error::ApiError;
 
-/// Partition type GUID of an EFI System Partition (UEFI 2.10 §5.3.3), textual form.
-pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-/// Path of the golden measurement inside the ESP (the builder's `boot::ESP_GOLDEN_PATH`).
-pub const ESP_GOLDEN_PATH: &str = "cvm/golden-measurement.json";
-/// Path of its detached signature inside the ESP (the builder's `boot::ESP_GOLDEN_SIG_PATH`).
-pub const ESP_GOLDEN_SIG_PATH: &str = "cvm/golden-measurement.json.sig";
 /// Environment variable naming the disk to read instead of the root filesystem's.
 pub const DISK_ENV: &str = "CVM_GOLDEN_DISK";
 /// Largest embedded file served (a golden file is ~60 KiB; the ESP is not measured, so its
@@ -95,8 +92,8 @@ pub fn load(source: &GoldenSource) -> Result<Option<Embedded>> {
         File::open(&disk).with_context(|| format!("opening the boot disk {}", disk.display()))?;
     let (start, len) =
         find_esp(&mut file).with_context(|| format!("finding the ESP on {}", disk.display()))?;
-    let volume = FatVolume::open(PartitionReader::new(file, start, len))
-        .map_err(|e| anyhow::anyhow!("the ESP of {} is not a FAT volume: {e:?}", disk.display()))?;
+    let volume = Volume::open(PartitionReader::new(file, start, len))
+        .with_context(|| format!("the ESP of {}", disk.display()))?;
     let Some(golden) = read_file(&volume, ESP_GOLDEN_PATH)? else {
         return Ok(None);
     };
@@ -106,70 +103,18 @@ pub fn load(source: &GoldenSource) -> Result<Option<Embedded>> {
 
 /// Byte range (start, length) of the first ESP in the GPT of `disk` (512- or 4096-byte sectors).
 pub fn find_esp(disk: &mut File) -> Result<(u64, u64)> {
-    let gpt = gptman::GPT::find_from(disk).context("reading the GPT")?;
-    let esp = gptman_guid(ESP_TYPE)?;
-    let (number, entry) = gpt
-        .iter()
-        .find(|(_, e)| e.is_used() && e.partition_type_guid == esp)
+    let gpt = Gpt::find(disk).context("reading the GPT")?;
+    let esp = gpt
+        .first_of_type(&ESP_TYPE)
         .context("the GPT has no EFI System Partition")?;
-    ensure!(
-        entry.ending_lba >= entry.starting_lba,
-        "GPT entry {number} (the ESP) ends before it starts"
-    );
-    let sectors = entry.ending_lba - entry.starting_lba + 1;
-    Ok((
-        entry.starting_lba * gpt.sector_size,
-        sectors * gpt.sector_size,
-    ))
+    Ok(esp.byte_range(gpt.sector))
 }
 
-/// A textual GUID in the GPT's on-disk byte order (first three fields little-endian).
-fn gptman_guid(text: &str) -> Result<[u8; 16]> {
-    let hex: String = text.chars().filter(|c| *c != '-').collect();
-    let mut g: [u8; 16] = hex::decode(&hex)
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .with_context(|| format!("{text:?} is not a GUID"))?;
-    g[0..4].reverse();
-    g[4..6].reverse();
-    g[6..8].reverse();
-    Ok(g)
-}
-
-/// The file at `path` (`/`-separated, matched the FAT way: case-insensitively, long or short
-/// names), or `None` when a component is missing.
-fn read_file<D: Read + Seek>(volume: &FatVolume<D>, path: &str) -> Result<Option<Vec<u8>>> {
-    let mut parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    let name = parts.pop().context("empty ESP path")?;
-    let mut dir = volume.root_dir();
-    for component in parts {
-        dir = match dir.find(component).map_err(fat_error(path))? {
-            Some(e) if e.is_directory() => volume.open_dir_entry(&e).map_err(fat_error(path))?,
-            _ => return Ok(None),
-        };
-    }
-    let Some(entry) = dir.find(name).map_err(fat_error(path))? else {
-        return Ok(None);
-    };
-    ensure!(!entry.is_directory(), "esp:/{path} is a directory");
-    let mut reader = volume.read_file(&entry).map_err(fat_error(path))?;
-    let size = reader.size();
-    ensure!(
-        size <= MAX_FILE_BYTES,
-        "esp:/{path} is {size} bytes, more than the {MAX_FILE_BYTES} served"
-    );
-    let mut data = vec![0u8; size];
-    let mut filled = 0;
-    while filled < size {
-        let n = reader.read(&mut data[filled..]).map_err(fat_error(path))?;
-        ensure!(n > 0, "esp:/{path} ends after {filled} of {size} bytes");
-        filled += n;
-    }
-    Ok(Some(data))
-}
-
-fn fat_error(path: &str) -> impl Fn(hadris_fat::Error) -> anyhow::Error + '_ {
-    move |e| anyhow::anyhow!("reading esp:/{path}: {e:?}")
+/// The file at `path` of the ESP, `None` when it is not there; at most [`MAX_FILE_BYTES`].
+fn read_file<D: Read + Seek>(volume: &Volume<D>, path: &str) -> Result<Option<Vec<u8>>> {
+    volume
+        .read_file(path, MAX_FILE_BYTES)
+        .with_context(|| format!("reading esp:/{path}"))
 }
 
 /// `/dev/DISK` of the disk that holds the root filesystem.
@@ -374,17 +319,6 @@ pub fn routes_for<S: Clone + Send + Sync + 'static>(source: GoldenSource) -> Rou
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The ESP type GUID as it sits in a GPT entry (UEFI 2.10 §5.3.3, Table 5.7's on-disk
-    /// encoding; `sgdisk -t 1:EF00` writes these bytes).
-    #[test]
-    fn esp_guid_in_on_disk_byte_order() {
-        assert_eq!(
-            hex::encode(gptman_guid(ESP_TYPE).unwrap()),
-            "28732ac11ff8d211ba4b00a0c93ec93b"
-        );
-        assert!(gptman_guid("not-a-guid").is_err());
-    }
 
     #[test]
     fn partition_reader_stays_inside_its_range() {

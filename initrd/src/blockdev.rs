@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use cvm_measure::boot_config::{format_uuid, parse_uuid, BootConfig};
 
 use crate::console;
-use crate::gpt::read_gpt;
+use cvm_disk::gpt::{Gpt, Partition as GptPartition};
 
 const SYS_CLASS_BLOCK: &str = "/sys/class/block";
 /// How often the partition list is rescanned while waiting.
@@ -142,7 +142,7 @@ pub fn scan() -> Inventory {
     inv
 }
 
-fn disk_gpt(disk: &str) -> Result<Vec<crate::gpt::GptPartition>> {
+fn disk_gpt(disk: &str) -> Result<Vec<GptPartition>> {
     let sector: u64 = read_trimmed(
         &Path::new(SYS_CLASS_BLOCK)
             .join(disk)
@@ -152,7 +152,7 @@ fn disk_gpt(disk: &str) -> Result<Vec<crate::gpt::GptPartition>> {
     .context("logical_block_size")?;
     let node = format!("/dev/{disk}");
     let mut f = File::open(&node).with_context(|| format!("opening {node}"))?;
-    read_gpt(&mut f, sector)
+    Ok(Gpt::read(&mut f, sector)?.partitions)
 }
 
 /// The partitions the boot config asks for.

@@ -16,7 +16,6 @@
 mod blockdev;
 mod console;
 mod dm;
-mod gpt;
 mod modules;
 mod switch_root;
 mod sys;

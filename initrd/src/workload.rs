@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use cvm_measure::boot_config::{format_uuid, WorkloadConfig};
 use cvm_measure::eventlog::HashAlg as Bank;
 use cvm_measure::workload::{
-    encode_record, manifest_event, root_hash_event, root_hash_from_partuuids, RuntimeEvent,
+    encode_record, manifest_event, root_hash_event, RuntimeEvent,
     RUNTIME_EVENT_LOG_PATH,
 };
 use cvm_tpm::{HashAlg as TpmAlg, Tpm};
@@ -126,7 +126,7 @@ pub fn open_and_measure(
     hash: &Partition,
     sysroot: &str,
 ) -> Result<()> {
-    let root_hash = root_hash_from_partuuids(&data.uuid, &hash.uuid);
+    let root_hash = cvm_disk::verity_pair::root_hash(&data.uuid, &hash.uuid);
     console::info(&format!(
         "workload: data {} hash {}; root hash {} (from PARTUUIDs {} {})",
         data.name,

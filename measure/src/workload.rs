@@ -147,25 +147,6 @@ pub fn workload_events(
     ]
 }
 
-/// The verity root hash carried in the workload partition pair's UUIDs (systemd-repart convention):
-/// data partition UUID = bytes 0..16, hash partition UUID = bytes 16..32, both in textual UUID byte
-/// order (not GPT's mixed-endian on-disk order).
-pub fn root_hash_from_partuuids(data_uuid: &[u8; 16], hash_uuid: &[u8; 16]) -> [u8; 32] {
-    let mut h = [0u8; 32];
-    h[..16].copy_from_slice(data_uuid);
-    h[16..].copy_from_slice(hash_uuid);
-    h
-}
-
-/// The inverse of [`root_hash_from_partuuids`]: (data partition UUID, hash partition UUID).
-pub fn partuuids_from_root_hash(root_hash: &[u8; 32]) -> ([u8; 16], [u8; 16]) {
-    let mut data = [0u8; 16];
-    let mut hash = [0u8; 16];
-    data.copy_from_slice(&root_hash[..16]);
-    hash.copy_from_slice(&root_hash[16..]);
-    (data, hash)
-}
-
 /// TPM2_PCR_Extend of one bank: H(old ‖ digest); `None` for a bank this crate cannot hash.
 pub fn extend(bank: HashAlg, old: &[u8], digest: &[u8]) -> Option<Vec<u8>> {
     bank.hash_parts(&[old, digest])
@@ -431,20 +412,6 @@ mod tests {
         let e = replay(&ev, HashAlg::SHA384).unwrap_err();
         assert!(e.contains("has no sha384 digest"), "{e}");
         assert!(replay(&ev, HashAlg::SM3_256).is_err());
-    }
-
-    #[test]
-    fn partuuids_carry_root_hash_halves() {
-        let (d, hh) = partuuids_from_root_hash(&root());
-        assert_eq!(
-            crate::boot_config::format_uuid(&d),
-            "00010203-0405-0607-0809-0a0b0c0d0e0f"
-        );
-        assert_eq!(
-            crate::boot_config::format_uuid(&hh),
-            "10111213-1415-1617-1819-1a1b1c1d1e1f"
-        );
-        assert_eq!(root_hash_from_partuuids(&d, &hh), root());
     }
 
     #[test]
