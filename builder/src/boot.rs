@@ -14,20 +14,13 @@ use crate::stages::StageCache;
 use crate::verity_image::VerityImage;
 use crate::{esp, gpt, ids, rootfs, uki};
 use anyhow::{bail, Context, Result};
+use cvm_disk::esp_paths;
 use cvm_measure::boot_config::{self, BootConfig, BOOT_CONFIG_PATH};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Seconds the init waits for the disk's partitions before it gives up and powers off.
 pub const DEVICE_TIMEOUT_SECS: u32 = 30;
-/// File name of the UKI on the ESP: the removable-media default path, so no boot entry is needed.
-pub const ESP_UKI_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
-/// Where the build embeds the golden measurement on the ESP (`\cvm\golden-measurement.json`),
-/// for the guest agent's `GET /golden-measurement`. The ESP's files are not measured — only the
-/// UKI's Authenticode hash (PCR 4) and the GPT (PCR 5) are — so embedding it changes no PCR.
-pub const ESP_GOLDEN_PATH: &str = "cvm/golden-measurement.json";
-/// Its detached signature (`golden_sign`'s format), present when the build signed it.
-pub const ESP_GOLDEN_SIG_PATH: &str = "cvm/golden-measurement.json.sig";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InitrdMeta {
@@ -337,7 +330,7 @@ pub struct EspImage {
     pub size: u64,
 }
 
-/// The ESP: the UKI at [`ESP_UKI_PATH`] plus `extra` files (the golden measurement).
+/// The ESP: the UKI at [`esp_paths::UKI`] plus `extra` files (the golden measurement).
 ///
 /// Its size follows from the UKI alone (`[partitions] esp`, "fit" = [`esp::fit_size`] of the
 /// UKI), so adding the small unmeasured files never changes the partition table; they must fit in
@@ -366,7 +359,7 @@ pub fn esp(
         let data = std::fs::read(&uki.path)?;
         let path = dir.join("esp.img");
         let mut files = vec![esp::EspFile {
-            path: ESP_UKI_PATH,
+            path: esp_paths::UKI,
             data: &data,
         }];
         files.extend_from_slice(extra);

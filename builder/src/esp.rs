@@ -416,33 +416,15 @@ fn add_file(volume: &FatVolume<SparseImage>, file: &EspFile, stamp: FatDateTime)
     Ok(())
 }
 
-/// Read one file back out of an ESP image (`cvm-image inspect`): path components are matched the FAT
-/// way, case-insensitively.
+/// Read one file back out of an ESP image (`cvm-image inspect`), through `cvm_disk::fat`, the
+/// reader the agent uses: path components are matched the FAT way, case-insensitively.
 pub fn read_file(image: &[u8], path: &str) -> Result<Vec<u8>> {
-    use hadris_fat::FatVolumeReadExt;
-    let volume = FatVolume::open(std::io::Cursor::new(image))
-        .map_err(|e| anyhow::anyhow!("the ESP is not a readable FAT volume: {e:?}"))?;
-    let mut parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    let name = parts.pop().context("empty ESP path")?;
-    let mut dir = volume.root_dir();
-    for component in parts {
-        dir = match dir.find(component)? {
-            Some(entry) if entry.is_directory() => volume.open_dir_entry(&entry)?,
-            _ => bail!("the ESP has no directory {component:?} (looking for {path})"),
-        };
-    }
-    let entry = dir
-        .find(name)?
-        .with_context(|| format!("the ESP has no {path}"))?;
-    let mut reader = volume.read_file(&entry)?;
-    let mut data = vec![0u8; reader.size()];
-    let mut filled = 0;
-    while filled < data.len() {
-        let n = reader.read(&mut data[filled..])?;
-        ensure!(n > 0, "{path} ends early in the ESP");
-        filled += n;
-    }
-    Ok(data)
+    let volume = cvm_disk::fat::Volume::open(std::io::Cursor::new(image))
+        .context("the ESP is not a readable FAT volume")?;
+    volume
+        .read_file(path, image.len())
+        .with_context(|| format!("reading {path} from the ESP"))?
+        .with_context(|| format!("the ESP has no {path}"))
 }
 
 fn open_or_create_dir<'v>(

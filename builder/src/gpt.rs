@@ -3,9 +3,9 @@
 //! The table is written by `gptman` (crates.md §1: GUIDs are plain bytes, no RNG; primary,
 //! backup and protective MBR; `sgdisk -v` clean; reruns byte-identical). This module adds the
 //! layout (1 MiB-aligned partitions in the caller's order, disk size rounded to what the cloud
-//! wants), the GUID conversions, sparse streaming of partition contents, and the two read-backs
-//! the rest of the builder needs: the layout (`inspect`) and the `EFI_GPT_DATA` the firmware
-//! measures into PCR 5.
+//! wants), the GUID conversions and sparse streaming of partition contents. The two read-backs the
+//! rest of the builder needs — the layout (`inspect`) and the `EFI_GPT_DATA` the firmware measures
+//! into PCR 5 — go through `cvm_disk::gpt`, the one GPT reader the init and the agent use too.
 //!
 //! **GUID byte order.** EFI stores the first three GUID fields little-endian (formats.md §4):
 //! `c12a7328-f81f-11d2-…` is `28 73 2a c1 1f f8 d2 11 …` on disk. `uuid::Uuid` holds the RFC
@@ -13,12 +13,13 @@
 //! [`Uuid`] ↔ gptman `[u8; 16]` conversion goes through [`to_gpt_bytes`]/[`from_gpt_bytes`].
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Cursor, Read};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use gptman::{GPTHeader, GPTPartitionEntry, GPT};
+use cvm_disk::gpt::{Gpt, NAME_UNITS};
+use gptman::{GPTPartitionEntry, GPT};
 use serde::{Deserialize, Serialize};
 use uuid::{uuid, Uuid};
 
@@ -34,14 +35,6 @@ const ENTRY_SIZE: u64 = 128;
 const ENTRY_ARRAY_LBAS: u64 = ENTRY_COUNT * ENTRY_SIZE / SECTOR;
 /// The backup entry array and the backup header occupy the last 33 LBAs.
 const BACKUP_LBAS: u64 = ENTRY_ARRAY_LBAS + 1;
-/// `MyLBA` of the primary header.
-const PRIMARY_HEADER_LBA: u64 = 1;
-/// Size of `EFI_PARTITION_TABLE_HEADER` (the measured part of LBA 1).
-const HEADER_SIZE: usize = 92;
-/// `PartitionName` holds 36 UTF-16 code units.
-const NAME_UNITS: usize = 36;
-/// Upper bound on an entry array we agree to read back (sanity limit for foreign disks).
-const MAX_ENTRY_ARRAY_BYTES: u64 = 1 << 20;
 /// Partition contents are streamed through a buffer of this size …
 const COPY_BUFFER: usize = 4 << 20;
 /// … and all-zero runs of this granularity are skipped, leaving holes in the output.
@@ -80,7 +73,7 @@ pub struct PartitionPlan {
     pub name: String,
     /// Partition type, e.g. [`ESP_TYPE`] or [`ROOT_X86_64_TYPE`].
     pub type_guid: Uuid,
-    /// Unique partition GUID (PARTUUID); for verity pairs see [`verity_pair_uuids`].
+    /// Unique partition GUID (PARTUUID); for verity pairs see `cvm_disk::verity_pair`.
     pub uuid: Uuid,
     /// File with the partition's content, copied to the partition's start.
     pub source: PathBuf,
@@ -123,20 +116,6 @@ pub fn derive_guid(namespace: &[u8], name: &str) -> Uuid {
         &Uuid::new_v5(&CVM_IMAGE_NAMESPACE, namespace),
         name.as_bytes(),
     )
-}
-
-/// Partition UUIDs of a verity pair, systemd-repart style (formats.md §1.5): the data
-/// partition takes the first 128 bits of the root hash, the hash partition the last 128, raw
-/// (no version bits), so the textual PARTUUIDs are the root hash hex split in two.
-pub fn verity_pair_uuids(root_hash: &[u8]) -> Result<(Uuid, Uuid)> {
-    ensure!(
-        root_hash.len() >= 32,
-        "verity root hash is {} bytes; partition UUIDs need at least 32",
-        root_hash.len()
-    );
-    let data = Uuid::from_slice(&root_hash[..16])?;
-    let hash = Uuid::from_slice(&root_hash[root_hash.len() - 16..])?;
-    Ok((data, hash))
 }
 
 /// EFI on-disk (mixed-endian) bytes of a GUID.
@@ -447,105 +426,50 @@ fn is_zero(chunk: &[u8]) -> bool {
 /// they are not, the firmware measures a header rebuilt from the backup, which is not predicted
 /// here.
 pub fn gpt_event_data(disk: &Path) -> Result<Vec<u8>> {
-    let file = File::open(disk).with_context(|| format!("opening disk {}", disk.display()))?;
-    let header_sector = read_at(&file, PRIMARY_HEADER_LBA * SECTOR, SECTOR)
-        .with_context(|| format!("reading the primary GPT header of {}", disk.display()))?;
-    let header = valid_primary_header(&file, &header_sector).with_context(|| {
+    let gpt = read_primary(disk).with_context(|| {
         format!(
             "primary GPT of {} is not valid; the firmware would measure a header rebuilt \
              from the backup, which is not predicted",
             disk.display()
         )
     })?;
-    let entry_size = u64::from(header.size_of_partition_entry);
-    let array_bytes = u64::from(header.number_of_partition_entries) * entry_size;
-    let entries = read_at(&file, header.partition_entry_lba * SECTOR, array_bytes)
-        .with_context(|| format!("reading the GPT entry array of {}", disk.display()))?;
-
-    let used: Vec<&[u8]> = entries
-        .chunks(entry_size as usize)
-        .filter(|entry| entry[..16].iter().any(|&b| b != 0))
-        .collect();
-    let mut event = Vec::with_capacity(HEADER_SIZE + 8 + used.len() * entry_size as usize);
-    event.extend_from_slice(&header_sector[..HEADER_SIZE]);
-    event.extend_from_slice(&(used.len() as u64).to_le_bytes());
-    for entry in used {
-        event.extend_from_slice(entry);
-    }
-    Ok(event)
+    Ok(gpt.event_data())
 }
 
-/// Parses and validates the primary header (signature, revision, size, header CRC, MyLBA,
-/// entry geometry, entry-array CRC).
-fn valid_primary_header(file: &File, header_sector: &[u8]) -> Result<GPTHeader> {
-    let header = GPTHeader::read_from(&mut Cursor::new(header_sector))?;
-    ensure!(
-        header.primary_lba == PRIMARY_HEADER_LBA,
-        "header at LBA 1 says MyLBA = {}",
-        header.primary_lba
-    );
-    let entry_size = u64::from(header.size_of_partition_entry);
-    let array_bytes = u64::from(header.number_of_partition_entries) * entry_size;
-    ensure!(
-        entry_size >= ENTRY_SIZE
-            && entry_size.is_power_of_two()
-            && array_bytes <= MAX_ENTRY_ARRAY_BYTES,
-        "unsupported entry array: {} entries of {entry_size} bytes",
-        header.number_of_partition_entries
-    );
-    header.read_partitions(&mut &*file, SECTOR)?;
-    Ok(header)
-}
-
-fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
-    let mut buffer = vec![0u8; len as usize];
-    file.read_exact_at(&mut buffer, offset)?;
-    Ok(buffer)
+/// The validated primary GPT of `disk`, 512-byte sectors (what this builder writes).
+fn read_primary(disk: &Path) -> Result<Gpt> {
+    let mut file = File::open(disk).with_context(|| format!("opening disk {}", disk.display()))?;
+    Ok(Gpt::read(&mut file, SECTOR)?)
 }
 
 /// Reads a disk's partition table back (for `cvm-image inspect` and tests).
 ///
-/// Requires a valid primary GPT: gptman would silently fall back to the backup, which for an
-/// image this builder wrote means the image is damaged.
+/// Requires a valid primary GPT: a builder-written image whose primary table is damaged is
+/// damaged, and is reported as such rather than read from the backup.
 pub fn read_layout(disk: &Path) -> Result<DiskLayout> {
-    let mut file = File::open(disk).with_context(|| format!("opening disk {}", disk.display()))?;
-    let size_bytes = file
-        .metadata()
+    let size_bytes = std::fs::metadata(disk)
         .with_context(|| format!("reading size of {}", disk.display()))?
         .len();
-    let gpt = GPT::read_from(&mut file, SECTOR)
-        .with_context(|| format!("reading the GPT of {}", disk.display()))?;
-    ensure!(
-        gpt.header.primary_lba == PRIMARY_HEADER_LBA,
-        "the primary GPT of {} is damaged (only the backup is readable)",
-        disk.display()
-    );
+    let gpt =
+        read_primary(disk).with_context(|| format!("reading the GPT of {}", disk.display()))?;
     let partitions = gpt
+        .partitions
         .iter()
-        .filter(|(_, entry)| entry.is_used())
-        .map(|(number, entry)| placed_from_entry(number, entry))
-        .collect::<Result<_>>()
-        .with_context(|| format!("reading the partitions of {}", disk.display()))?;
+        .map(|p| PlacedPartition {
+            number: p.number,
+            name: p.name.clone(),
+            type_guid: Uuid::from_bytes(p.type_guid),
+            uuid: Uuid::from_bytes(p.unique_guid),
+            first_lba: p.first_lba,
+            last_lba: p.last_lba,
+            size_bytes: p.sectors() * SECTOR,
+            attributes: p.attributes,
+        })
+        .collect();
     Ok(DiskLayout {
-        disk_guid: from_gpt_bytes(gpt.header.disk_guid),
+        disk_guid: Uuid::from_bytes(gpt.header.disk_guid),
         size_bytes,
         partitions,
-    })
-}
-
-fn placed_from_entry(number: u32, entry: &GPTPartitionEntry) -> Result<PlacedPartition> {
-    let sectors = (entry.ending_lba + 1)
-        .checked_sub(entry.starting_lba)
-        .with_context(|| format!("partition {number} ends before it starts"))?;
-    Ok(PlacedPartition {
-        number,
-        name: entry.partition_name.as_str().to_owned(),
-        type_guid: from_gpt_bytes(entry.partition_type_guid),
-        uuid: from_gpt_bytes(entry.unique_partition_guid),
-        first_lba: entry.starting_lba,
-        last_lba: entry.ending_lba,
-        size_bytes: sectors * SECTOR,
-        attributes: entry.attribute_bits,
     })
 }
 
@@ -555,6 +479,12 @@ mod tests {
     use crate::testutil::TempDir;
     use std::os::unix::fs::MetadataExt;
     use std::process::Command;
+
+    fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let mut buffer = vec![0u8; len as usize];
+        file.read_exact_at(&mut buffer, offset)?;
+        Ok(buffer)
+    }
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
@@ -602,7 +532,8 @@ mod tests {
             .unwrap();
 
         let hash = hex::decode(ROOT_HASH).unwrap();
-        let (root_uuid, verity_uuid) = verity_pair_uuids(&hash).unwrap();
+        let (root_uuid, verity_uuid) = cvm_disk::verity_pair::partition_uuids(&hash).unwrap();
+        let (root_uuid, verity_uuid) = (Uuid::from_bytes(root_uuid), Uuid::from_bytes(verity_uuid));
         let part = |name: &str, type_guid, uuid, source: PathBuf, size, attributes| PartitionPlan {
             name: name.into(),
             type_guid,
@@ -689,14 +620,6 @@ mod tests {
             derive_guid(b"disk", "example"),
             uuid!("f740025f-86bc-5360-9755-a13be70b152f")
         );
-    }
-
-    #[test]
-    fn verity_pair_uuids_split_the_root_hash_text() {
-        let (data, hash) = verity_pair_uuids(&hex::decode(ROOT_HASH).unwrap()).unwrap();
-        assert_eq!(data.to_string(), "00112233-4455-6677-8899-aabbccddeeff");
-        assert_eq!(hash.to_string(), "01234567-89ab-cdef-fedc-ba9876543210");
-        assert!(verity_pair_uuids(&[0; 16]).is_err());
     }
 
     #[test]

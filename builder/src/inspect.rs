@@ -81,7 +81,7 @@ fn uki_report(disk: &Path, layout: &gpt::DiskLayout) -> Result<Option<UkiReport>
         return Ok(None);
     };
     let esp_img = read_range(disk, esp_part.first_lba * gpt::SECTOR, esp_part.size_bytes)?;
-    let image = esp::read_file(&esp_img, crate::boot::ESP_UKI_PATH)?;
+    let image = esp::read_file(&esp_img, cvm_disk::esp_paths::UKI)?;
     let pcr11 = crate::boot::pcr11_prediction(&image)?;
     let sections = uki::list_sections(&image)?;
     let headers = cvm_measure::pe::sections(&image)?;

@@ -388,12 +388,12 @@ fn sign_golden(key: &golden_sign::SigningKey, golden_json: &[u8]) -> Result<Vec<
 /// The ESP files that carry the golden measurement (and its signature).
 fn golden_esp_files<'a>(golden_json: &'a [u8], sig: Option<&'a [u8]>) -> Vec<esp::EspFile<'a>> {
     let mut files = vec![esp::EspFile {
-        path: boot::ESP_GOLDEN_PATH,
+        path: cvm_disk::esp_paths::GOLDEN,
         data: golden_json,
     }];
     if let Some(sig) = sig {
         files.push(esp::EspFile {
-            path: boot::ESP_GOLDEN_SIG_PATH,
+            path: cvm_disk::esp_paths::GOLDEN_SIG,
             data: sig,
         });
     }

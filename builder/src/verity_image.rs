@@ -112,14 +112,11 @@ fn clamp_u32(epoch: u64) -> u32 {
 }
 
 impl VerityImage {
-    /// Data partition UUID = root hash bytes 0..16, hash partition UUID = bytes 16..32.
+    /// The pair's partition UUIDs, the root hash's halves (`cvm_disk::verity_pair`).
     pub fn partition_uuids(&self) -> (uuid::Uuid, uuid::Uuid) {
-        let h = self.info.root_hash;
-        let mut a = [0u8; 16];
-        let mut b = [0u8; 16];
-        a.copy_from_slice(&h[..16]);
-        b.copy_from_slice(&h[16..]);
-        (uuid::Uuid::from_bytes(a), uuid::Uuid::from_bytes(b))
+        let (data, hash) = cvm_disk::verity_pair::partition_uuids(&self.info.root_hash)
+            .expect("a SHA-256 root hash is 32 bytes");
+        (uuid::Uuid::from_bytes(data), uuid::Uuid::from_bytes(hash))
     }
 
     /// The data and hash partitions, sized by `size_of(data bytes)`; the hash partition always fits.

@@ -20,7 +20,11 @@ pub enum FatError {
         limit: usize,
     },
     #[error("{path} ends after {got} of {size} bytes")]
-    Short { path: String, got: usize, size: usize },
+    Short {
+        path: String,
+        got: usize,
+        size: usize,
+    },
     #[error("empty path")]
     EmptyPath,
 }

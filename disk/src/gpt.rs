@@ -110,11 +110,21 @@ impl Gpt {
     /// Reads and validates the primary GPT of `dev` with `sector`-byte logical sectors.
     pub fn read<D: Read + Seek>(dev: &mut D, sector: u64) -> Result<Gpt, GptError> {
         let mut sector_bytes = vec![0u8; sector as usize];
-        read_at(dev, PRIMARY_HEADER_LBA * sector, &mut sector_bytes, "the GPT header (LBA 1)")?;
+        read_at(
+            dev,
+            PRIMARY_HEADER_LBA * sector,
+            &mut sector_bytes,
+            "the GPT header (LBA 1)",
+        )?;
         let header = parse_header(&sector_bytes)?;
         let array = u64::from(header.entry_count) * u64::from(header.entry_size);
         let mut entries = vec![0u8; array as usize];
-        read_at(dev, header.entries_lba * sector, &mut entries, "the GPT entry array")?;
+        read_at(
+            dev,
+            header.entries_lba * sector,
+            &mut entries,
+            "the GPT entry array",
+        )?;
         if crc32(&entries) != le32(&sector_bytes, 88) {
             return Err(GptError::EntryCrc);
         }
@@ -329,7 +339,10 @@ mod tests {
         assert_eq!(gpt.sector, 512);
         let p = &gpt.partitions;
         assert_eq!(p.len(), 2);
-        assert_eq!((p[0].number, p[0].first_lba, p[0].last_lba), (1, 2048, 4095));
+        assert_eq!(
+            (p[0].number, p[0].first_lba, p[0].last_lba),
+            (1, 2048, 4095)
+        );
         assert_eq!(p[0].name, "root-x86-64");
         assert_eq!(
             p[0].type_guid,

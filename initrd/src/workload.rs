@@ -9,8 +9,7 @@ use anyhow::{ensure, Context, Result};
 use cvm_measure::boot_config::{format_uuid, WorkloadConfig};
 use cvm_measure::eventlog::HashAlg as Bank;
 use cvm_measure::workload::{
-    encode_record, manifest_event, root_hash_event, RuntimeEvent,
-    RUNTIME_EVENT_LOG_PATH,
+    encode_record, manifest_event, root_hash_event, RuntimeEvent, RUNTIME_EVENT_LOG_PATH,
 };
 use cvm_tpm::{HashAlg as TpmAlg, Tpm};
 use rustix::mount::MountFlags;
