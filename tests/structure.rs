@@ -92,9 +92,7 @@ fn source_files(src: &Path) -> BTreeMap<PathBuf, String> {
     }
     let mut test_files = BTreeSet::new();
     for (path, text) in &files {
-        let dir = if path.file_name().is_some_and(|n| n == "mod.rs")
-            || path.parent() == Some(src)
-        {
+        let dir = if path.file_name().is_some_and(|n| n == "mod.rs") || path.parent() == Some(src) {
             path.parent().unwrap().to_path_buf()
         } else {
             path.with_extension("")
@@ -474,7 +472,10 @@ fn a_two_module_cycle_is_found_and_named() {
         &[
             ("lib.rs", "pub mod a;\npub mod b;\npub struct Root;\n"),
             ("a.rs", "use crate::b::B;\npub struct A;\n"),
-            ("b/mod.rs", "pub mod leaf;\n\n// the loop\nuse super::a::A;\n"),
+            (
+                "b/mod.rs",
+                "pub mod leaf;\n\n// the loop\nuse super::a::A;\n",
+            ),
             ("b/leaf.rs", "use crate::Root;\n"),
         ],
     );
@@ -482,8 +483,14 @@ fn a_two_module_cycle_is_found_and_named() {
     let found = cycles(&graph);
     assert_eq!(names(&found), [["a", "b"]]);
     let text = describe(&graph, &found[0]);
-    assert!(text.contains("a → b (") && text.contains("a.rs:1)"), "{text}");
-    assert!(text.contains("b → a (") && text.contains("b/mod.rs:4)"), "{text}");
+    assert!(
+        text.contains("a → b (") && text.contains("a.rs:1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("b → a (") && text.contains("b/mod.rs:4)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -492,7 +499,10 @@ fn a_child_naming_its_parent_module_is_a_cycle() {
         "parent",
         &[
             ("lib.rs", "pub mod api;\n"),
-            ("api/mod.rs", "pub mod handlers;\npub struct ApiError;\nuse crate::api::handlers::get;\n"),
+            (
+                "api/mod.rs",
+                "pub mod handlers;\npub struct ApiError;\nuse crate::api::handlers::get;\n",
+            ),
             ("api/handlers.rs", "use super::ApiError;\npub fn get() {}\n"),
         ],
     );
@@ -504,8 +514,14 @@ fn a_dag_and_test_code_pass() {
     let src = synthetic_tree(
         "dag",
         &[
-            ("lib.rs", "pub mod a;\npub mod b;\npub mod c;\n#[cfg(test)]\nmod testutil;\n"),
-            ("a.rs", "use crate::b::B;\nuse crate::c::C;\npub struct A;\n"),
+            (
+                "lib.rs",
+                "pub mod a;\npub mod b;\npub mod c;\n#[cfg(test)]\nmod testutil;\n",
+            ),
+            (
+                "a.rs",
+                "use crate::b::B;\nuse crate::c::C;\npub struct A;\n",
+            ),
             (
                 "b.rs",
                 "use super::c::C;\npub struct B;\n\n#[cfg(test)]\nmod tests {\n    \

@@ -198,8 +198,8 @@ fn workspace_members(repo: &Path) -> Vec<String> {
 /// Every file under `path` (or `path` itself), relative to `repo`; build output directories
 /// (`target`) are not inputs.
 fn collect(repo: &Path, path: &Path, files: &mut BTreeSet<String>) {
-    let meta = std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let meta =
+        std::fs::metadata(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     if meta.is_dir() {
         for e in std::fs::read_dir(path).unwrap() {
             let e = e.unwrap();

@@ -57,10 +57,7 @@ impl ProvisionedSwtpm {
         });
         let tpm = TcpSwtpm::start(swtpm, &paths.state_dir)
             .unwrap_or_else(|e| panic!("{e}; apt-get install swtpm"));
-        ProvisionedSwtpm {
-            tpm,
-            dir: Dir(dir),
-        }
+        ProvisionedSwtpm { tpm, dir: Dir(dir) }
     }
 
     fn connect(&self) -> Tpm {
