@@ -21,7 +21,7 @@ use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 /// The init's fatal line (initrd/src/console.rs) and the kernel's messages we look for.
 const INIT_FATAL: &str = "cvm-init: FATAL: ";
@@ -32,30 +32,16 @@ const AGENT_LINE: &str = "cvm-agent: ";
 /// One boot at a time across the tests of this binary.
 static BOOT_LOCK: Mutex<()> = Mutex::new(());
 
-/// The image under test: the default spec (optionally with another kernel profile), built once.
+/// The image under test: the default spec (optionally with another kernel profile), shared with
+/// the other test binaries.
 fn image() -> &'static Built {
-    static BUILT: OnceLock<Built> = OnceLock::new();
-    let Some(profile) = std::env::var_os("CVM_BOOT_KERNEL_PROFILE") else {
-        return default_image();
-    };
-    BUILT.get_or_init(|| {
-        let out = scratch("boot-image");
-        let profile = repo().join(profile);
-        let o = build(
-            &repo().join("image.toml"),
-            &out,
-            &["--kernel", profile.to_str().unwrap()],
-            None,
-        );
-        assert!(
-            o.status.success(),
-            "build failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let manifest: Value =
-            serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
-        Built { out, manifest }
-    })
+    match std::env::var("CVM_BOOT_KERNEL_PROFILE") {
+        Ok(profile) => {
+            let profile = repo().join(profile);
+            shared_image(&["--kernel", profile.to_str().unwrap()])
+        }
+        Err(_) => default_image(),
+    }
 }
 
 fn cvm(args: &[&str], out: &Path) -> Command {
@@ -453,18 +439,9 @@ fn run_refuses_missing_or_corrupt_disks_and_missing_tools() {
 /// drivers in the image (absent hardware is skipped by the init), and reports the predicted PCRs.
 #[test]
 fn qcow2_with_every_target_boots_with_the_predicted_pcrs() {
-    let out = scratch("boot-qcow2");
-    let targets = [
-        "--target", "qemu", "--target", "gcp", "--target", "aws", "--target", "azure",
-    ];
-    let o = build(&repo().join("image.toml"), &out, &targets, None);
-    assert!(
-        o.status.success(),
-        "build failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let built = shared_image(&ALL_TARGETS);
+    let manifest = &built.manifest;
+    let out = built.copy_to("boot-qcow2");
     let modules: Vec<&str> = manifest["initramfs"]["modules"]
         .as_array()
         .unwrap()

@@ -385,21 +385,9 @@ fn pcr11_agrees_with_systemd_measure() {
 
 #[test]
 fn the_6_1_kernel_builds_too() {
-    let out = scratch("kernel-6.1");
     let profile = repo().join("kernel/debian-6.1.toml");
-    let o = build(
-        &repo().join("image.toml"),
-        &out,
-        &["--kernel", profile.to_str().unwrap()],
-        None,
-    );
-    assert!(
-        o.status.success(),
-        "6.1 build failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let built = shared_image(&["--kernel", profile.to_str().unwrap()]);
+    let (out, m) = (&built.out, &built.manifest);
     assert_eq!(m["kernel"]["release"], "6.1.0-56-amd64");
     // On 6.1 the virtio transport is modular: the closure must carry it.
     let modules = m["initramfs"]["modules"].as_array().unwrap();

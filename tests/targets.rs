@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 const ARTIFACTS: &[(&str, &str)] = &[
     ("aws-disk.vmdk", "vmdk"),
@@ -13,12 +12,10 @@ const ARTIFACTS: &[(&str, &str)] = &[
     ("disk.qcow2", "qcow2"),
 ];
 
+/// A build of every target into a fresh scratch directory `name`.
 fn build_all_targets(name: &str) -> std::path::PathBuf {
     let out = scratch(name);
-    let args = [
-        "--target", "gcp", "--target", "aws", "--target", "azure", "--target", "qemu",
-    ];
-    let o = build(&repo().join("image.toml"), &out, &args, None);
+    let o = build(&repo().join("image.toml"), &out, &ALL_TARGETS, None);
     assert!(
         o.status.success(),
         "build with all targets failed:\n{}",
@@ -27,9 +24,9 @@ fn build_all_targets(name: &str) -> std::path::PathBuf {
     out
 }
 
+/// The image of every target, shared with the other test binaries.
 fn all_targets() -> &'static Path {
-    static OUT: OnceLock<std::path::PathBuf> = OnceLock::new();
-    OUT.get_or_init(|| build_all_targets("targets"))
+    &shared_image(&ALL_TARGETS).out
 }
 
 #[test]

@@ -39,7 +39,7 @@ fn booted() -> &'static Booted {
 }
 
 fn boot_once() -> Booted {
-    let out = default_image().out.clone();
+    let out = default_image().copy_to("verify-boot");
     let (state, _) = run_detached(&out);
     let agent = state["agent_url"].as_str().unwrap().to_string();
     let dir = scratch("verify-evidence");

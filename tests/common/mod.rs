@@ -1,6 +1,10 @@
-//! Shared helpers of the integration tests: one build of the default image per test binary, run
-//! through the real `cvm-image` executable, and small wrappers over the independent tools that check it.
+//! Shared helpers of the integration tests: the default image built once per run for every test
+//! binary ([`shared`]), through the real `cvm-image` executable, and small wrappers over the
+//! independent tools that check it.
 #![allow(dead_code)]
+
+pub mod predict_boot;
+pub mod shared;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -101,23 +105,35 @@ impl Built {
             .arg(format!("count={}", bytes / 512))
             .arg("status=none"));
     }
+
+    /// A private copy of the whole output directory in a fresh scratch directory `name`, to boot
+    /// (a run writes run.json, console.log and ek-ca.pem beside the disk) or to modify.
+    pub fn copy_to(&self, name: &str) -> PathBuf {
+        let dir = scratch(name);
+        ok(Command::new("cp")
+            .args(["-a", "--reflink=auto"])
+            .arg(self.out.join("."))
+            .arg(&dir));
+        dir
+    }
 }
 
-/// The default image, built once per test binary.
+/// The default image: the default spec built without options, shared by every test binary (see
+/// [`shared_image`]).
 pub fn default_image() -> &'static Built {
-    static BUILT: OnceLock<Built> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = scratch("default-image");
-        let o = build(&repo().join("image.toml"), &out, &[], None);
-        assert!(
-            o.status.success(),
-            "default build failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let manifest: Value =
-            serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
-        Built { out, manifest }
-    })
+    shared_image(&[])
+}
+
+/// The build options of every deployment target (tests/targets.rs and the qcow2 boot share the image).
+pub const ALL_TARGETS: [&str; 8] = [
+    "--target", "gcp", "--target", "aws", "--target", "azure", "--target", "qemu",
+];
+
+/// The default spec built with `extra` build options, once per test run and reused by every test
+/// binary of it (and by later runs while nothing it depends on changes): see [`shared`]. The
+/// directory is shared: read it, never write into it — boot or modify a [`Built::copy_to`] copy.
+pub fn shared_image(extra: &[&str]) -> &'static Built {
+    shared::image(extra)
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -140,7 +156,7 @@ pub fn curl_to(url: &str, dest: &Path) {
 /// and every caller panics with its message.
 pub fn once<T: Send + Sync>(
     cell: &'static OnceLock<Result<T, String>>,
-    init: fn() -> T,
+    init: impl FnOnce() -> T + std::panic::UnwindSafe,
 ) -> &'static T {
     cell.get_or_init(|| {
         std::panic::catch_unwind(init).map_err(|e| {

@@ -9,11 +9,10 @@
 //!
 //! Needs swtpm, swtpm_setup, tpm2-tools and openssl; fails with a message when one is missing.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use cvm_tpm::swtpm::{provision, SwtpmPaths, TcpSwtpm};
 use cvm_tpm::{EkType, HashAlg, Tpm};
 
 /// PCRs the agent quotes: 0–15 and 23.
@@ -30,10 +29,10 @@ impl Drop for Dir {
     }
 }
 
-/// A swtpm whose state was manufactured by swtpm_setup with EK and platform certificates.
+/// A manufactured TPM (EKs and EK certificates from a private local CA, as `cvm-image run` makes
+/// it) served over TCP: the crate's launcher ([`cvm_tpm::swtpm`]), provisioning then start.
 struct ProvisionedSwtpm {
-    child: Child,
-    port: u16,
+    tpm: TcpSwtpm,
     dir: Dir,
 }
 
@@ -46,98 +45,27 @@ fn run(cmd: &mut Command, what: &str) -> std::process::Output {
     out
 }
 
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let p = l.local_addr().expect("addr").port();
-        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no two consecutive free ports");
-}
-
 impl ProvisionedSwtpm {
     fn start(name: &str) -> Self {
         let dir =
             std::env::temp_dir().join(format!("cvm-tpm-attest-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let (state, ca) = (dir.join("state"), dir.join("ca"));
-        std::fs::create_dir_all(&state).unwrap();
-        std::fs::create_dir_all(&ca).unwrap();
-        // A private local CA (the Debian defaults point at /var/lib/swtpm-localca).
-        std::fs::write(
-            dir.join("localca.conf"),
-            format!(
-                "statedir = {ca}\nsigningkey = {ca}/signkey.pem\nissuercert = {ca}/issuercert.pem\n\
-                 certserial = {ca}/certserial\n",
-                ca = ca.display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("setup.conf"),
-            format!(
-                "create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = {}\n\
-                 create_certs_tool_options = /etc/swtpm-localca.options\nactive_pcr_banks = sha256\n",
-                dir.join("localca.conf").display()
-            ),
-        )
-        .unwrap();
-        let out = run(
-            Command::new("swtpm_setup")
-                .args([
-                    "--tpm2",
-                    "--create-ek-cert",
-                    "--create-platform-cert",
-                    "--overwrite",
-                ])
-                .arg("--tpmstate")
-                .arg(&state)
-                .arg("--config")
-                .arg(dir.join("setup.conf")),
-            "swtpm_setup",
-        );
-        assert!(out.status.success(), "swtpm_setup: {out:?}");
-        let port = free_port_pair();
-        let child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-            .arg("--server")
-            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-            .arg("--ctrl")
-            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-            .arg("--tpmstate")
-            .arg(format!("dir={}", state.display()))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run swtpm ({e}); apt-get install swtpm"));
-        // Probe the control port: a probe of the one-client command port can race with the test's
-        // own connection.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port + 1)).is_err() {
-            assert!(Instant::now() < deadline, "swtpm did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        ProvisionedSwtpm {
-            child,
-            port,
-            dir: Dir(dir),
-        }
+        let paths = SwtpmPaths::in_dir(&dir);
+        let swtpm = Path::new("swtpm");
+        provision(swtpm, &paths).unwrap_or_else(|e| {
+            panic!("{e} (install it: Debian swtpm, swtpm-tools, tpm2-tools, openssl)")
+        });
+        let tpm = TcpSwtpm::start(swtpm, &paths.state_dir)
+            .unwrap_or_else(|e| panic!("{e}; apt-get install swtpm"));
+        ProvisionedSwtpm { tpm, dir: Dir(dir) }
     }
 
     fn connect(&self) -> Tpm {
-        Tpm::connect_tcp(("127.0.0.1", self.port)).expect("connecting to swtpm")
+        self.tpm.connect().expect("connecting to swtpm")
     }
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.0.join(name)
-    }
-}
-
-impl Drop for ProvisionedSwtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

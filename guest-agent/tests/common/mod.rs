@@ -5,13 +5,16 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+
+use cvm_tpm::swtpm::TcpSwtpm;
 use std::time::{Duration, Instant};
 
 /// A swtpm process serving TPM commands on `port` and its control channel on `port + 1` (the layout
-/// tpm2-tss's swtpm TCTI expects). Killed on drop.
+/// tpm2-tss's swtpm TCTI expects): the TPM crate's launcher with a temporary state directory.
+/// Killed on drop (before the directory goes).
 pub struct Swtpm {
-    child: Child,
+    tpm: TcpSwtpm,
     pub port: u16,
     _state: tempfile::TempDir,
 }
@@ -19,58 +22,19 @@ pub struct Swtpm {
 impl Swtpm {
     pub fn start() -> Swtpm {
         let state = tempfile::tempdir().unwrap();
-        for _ in 0..20 {
-            let port = free_port_pair();
-            let child = Command::new("swtpm")
-                .args(["socket", "--tpm2"])
-                .arg("--server")
-                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-                .arg("--ctrl")
-                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-                .args(["--flags", "not-need-init,startup-clear"])
-                .arg("--tpmstate")
-                .arg(format!("dir={}", state.path().display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("swtpm is required for this test (Debian package swtpm); it could not be started");
-            let mut tpm = Swtpm {
-                child,
-                port,
-                _state: tempfile::tempdir().unwrap(),
-            };
-            // Probe the control port: a probe of the one-client command port can race with the
-            // test's own connection.
-            if wait_connectable(port + 1, Duration::from_secs(10)) {
-                tpm._state = state;
-                return tpm;
-            }
-            let _ = tpm.child.kill();
+        let tpm = TcpSwtpm::start(Path::new("swtpm"), state.path()).unwrap_or_else(|e| {
+            panic!("swtpm is required for this test (Debian package swtpm): {e}")
+        });
+        Swtpm {
+            port: tpm.port,
+            tpm,
+            _state: state,
         }
-        panic!("swtpm did not start listening");
     }
 
     /// `-T` argument for tpm2-tools.
     pub fn tcti(&self) -> String {
-        format!("swtpm:host=127.0.0.1,port={}", self.port)
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port p with p+1 also free at the time of asking.
-fn free_port_pair() -> u16 {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
+        self.tpm.tcti()
     }
 }
 

@@ -1,18 +1,19 @@
-//! A plain swtpm for the integration tests (fresh state, no EK certificates), killed on drop.
+//! A plain swtpm for the integration tests (fresh state, no EK certificates), killed on drop:
+//! the crate's own launcher ([`cvm_tpm::swtpm::TcpSwtpm`]) with a state directory removed after it.
 //!
 //! Needs `swtpm` (and `tpm2-tools` for the helpers that run it); fails with a message when missing.
 
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
+use cvm_tpm::swtpm::TcpSwtpm;
 use cvm_tpm::Tpm;
 
-/// A swtpm process with its own state directory, killed on drop.
+/// A swtpm process with its own state directory, killed on drop (before the directory goes).
 pub struct Swtpm {
-    child: Child,
+    tpm: TcpSwtpm,
     pub port: u16,
     _dir: TempDir,
 }
@@ -25,50 +26,15 @@ impl Drop for TempDir {
     }
 }
 
-/// Two free consecutive ports: the tpm2-tss swtpm TCTI expects the control port at port + 1.
-fn free_port_pair() -> (u16, u16) {
-    for _ in 0..100 {
-        let first = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-        let port = first.local_addr().expect("local_addr").port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return (port, port + 1);
-        }
-    }
-    panic!("no two consecutive free TCP ports on 127.0.0.1");
-}
-
 impl Swtpm {
     pub fn start(name: &str) -> Swtpm {
         let dir = std::env::temp_dir().join(format!("cvm-tpm-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creating swtpm state dir");
-        let (port, ctrl) = free_port_pair();
-        let child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-            .arg("--server")
-            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-            .arg("--ctrl")
-            .arg(format!("type=tcp,port={ctrl},bindaddr=127.0.0.1"))
-            .arg("--tpmstate")
-            .arg(format!("dir={}", dir.display()))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run swtpm ({e}); install it: apt-get install swtpm")
-            });
-        // Probe the control port: swtpm serves one client at a time on the command port, and a probe
-        // connection there can race with the test's own connection (seen as a reset).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", ctrl)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "swtpm did not listen on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let tpm = TcpSwtpm::start(Path::new("swtpm"), &dir)
+            .unwrap_or_else(|e| panic!("{e}; install it: apt-get install swtpm"));
         Swtpm {
-            child,
-            port,
+            port: tpm.port,
+            tpm,
             _dir: TempDir(dir),
         }
     }
@@ -76,7 +42,7 @@ impl Swtpm {
     /// `TPM2TOOLS_TCTI` value for tpm2-tools (swtpm serves one client at a time: drop any [`Tpm`]
     /// first).
     pub fn tcti(&self) -> String {
-        format!("swtpm:host=127.0.0.1,port={}", self.port)
+        self.tpm.tcti()
     }
 
     /// A scratch directory next to the TPM state, removed with it.
@@ -92,7 +58,7 @@ impl Swtpm {
     pub fn reset(&self) {
         let out = Command::new("swtpm_ioctl")
             .arg("--tcp")
-            .arg(format!("127.0.0.1:{}", self.port + 1))
+            .arg(format!("127.0.0.1:{}", self.tpm.ctrl_port()))
             .arg("-i")
             .output()
             .unwrap_or_else(|e| {
@@ -110,17 +76,14 @@ impl Swtpm {
     }
 
     pub fn connect(&self) -> Tpm {
-        Tpm::connect_tcp(("127.0.0.1", self.port)).expect("connecting to swtpm")
+        self.tpm.connect().expect("connecting to swtpm")
     }
 
     /// `tpm2_pcrread <selection>` (swtpm serves one client at a time: drop any [`Tpm`] first) through the swtpm TCTI, parsed into (pcr, digest).
     pub fn tpm2_pcrread(&self, selection: &str) -> Vec<(u32, Vec<u8>)> {
         let out = Command::new("tpm2_pcrread")
             .arg(selection)
-            .env(
-                "TPM2TOOLS_TCTI",
-                format!("swtpm:host=127.0.0.1,port={}", self.port),
-            )
+            .env("TPM2TOOLS_TCTI", self.tcti())
             .output()
             .unwrap_or_else(|e| {
                 panic!("cannot run tpm2_pcrread ({e}); install it: apt-get install tpm2-tools")
@@ -135,12 +98,5 @@ impl Swtpm {
                 Some((idx.trim().parse().ok()?, hex::decode(val).ok()?))
             })
             .collect()
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

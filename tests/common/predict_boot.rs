@@ -1,23 +1,23 @@
-// The predicted event log of the `qemu` profile against ONE real boot of the default image
-// (QEMU TCG + the pinned OVMF + swtpm through `cvm-image run --detach`).
-//
-// * in every bank swtpm has active (SHA-1, SHA-256, SHA-384, SHA-512), every predicted PCR (2–9,
-//   11–15 from the firmware log, 23 from the init's runtime log): the value replayed from the booted
-//   log = the TPM's value (`/pcrs`) = the replay of our prediction, and the event-by-event diff finds
-//   nothing; the runtime log records a digest for every bank;
-// * golden-measurement.json: for every bank the qemu profile lists, every predicted/reference PCR
-//   equals the TPM's value and its listed events equal the booted log's, event by event;
-// * `tpm2_eventlog` (tpm2-tools, an independent parser) replays the booted log to the same values
-//   as our parser, for every PCR and bank it prints;
-// * without booting again: one byte of the cmdline changed → PCR 9 and 11 predictions change and
-//   the diff against the booted log names PCR 9 LoadOptions and PCR 11 `.cmdline` (and PCR 4/5,
-//   because the UKI's hash and the disk GUID derived from it change too).
-//
-// Included by predict_boot.rs (the spec's kernel, 6.12) and predict_boot_6_1.rs (Debian's 6.1), which
-// set `KERNEL_PROFILE`; `CVM_BOOT_KERNEL_PROFILE=…` overrides it.
+//! The predicted event log of the `qemu` profile against ONE real boot of the default image
+//! (QEMU TCG + the pinned OVMF + swtpm through `cvm-image run --detach`).
+//!
+//! * in every bank swtpm has active (SHA-1, SHA-256, SHA-384, SHA-512), every predicted PCR (2–9,
+//!   11–15 from the firmware log, 23 from the init's runtime log): the value replayed from the booted
+//!   log = the TPM's value (`/pcrs`) = the replay of our prediction, and the event-by-event diff finds
+//!   nothing; the runtime log records a digest for every bank;
+//! * golden-measurement.json: for every bank the qemu profile lists, every predicted/reference PCR
+//!   equals the TPM's value and its listed events equal the booted log's, event by event;
+//! * `tpm2_eventlog` (tpm2-tools, an independent parser) replays the booted log to the same values
+//!   as our parser, for every PCR and bank it prints;
+//! * without booting again: one byte of the cmdline changed → PCR 9 and 11 predictions change and
+//!   the diff against the booted log names PCR 9 LoadOptions and PCR 11 `.cmdline` (and PCR 4/5,
+//!   because the UKI's hash and the disk GUID derived from it change too).
+//!
+//! Run by predict_boot.rs (the spec's kernel, 6.12) and predict_boot_6_1.rs (Debian's 6.1) through
+//! [`predict_boot_tests!`](crate::predict_boot_tests), which passes each check the binary's kernel
+//! profile; `CVM_BOOT_KERNEL_PROFILE=…` overrides it.
 
-mod common;
-use common::*;
+use super::*;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,29 +38,32 @@ const LOG_BANKS: [HashAlg; 4] = [
     HashAlg::SHA512,
 ];
 
+/// A kernel profile of the checks: `None` is the spec's own.
+pub type Profile = Option<&'static str>;
+
 /// The spec under test: the repository's, optionally with another kernel profile.
-fn kernel_profile() -> Option<String> {
+fn kernel_profile(profile: Profile) -> Option<String> {
     std::env::var("CVM_BOOT_KERNEL_PROFILE")
         .ok()
-        .or(KERNEL_PROFILE.map(String::from))
+        .or(profile.map(String::from))
 }
 
-fn kernel_args() -> Vec<String> {
-    match kernel_profile() {
+fn kernel_args(profile: Profile) -> Vec<String> {
+    match kernel_profile(profile) {
         Some(p) => vec!["--kernel".into(), repo().join(p).display().to_string()],
         None => vec![],
     }
 }
 
-fn spec_at(path: &Path) -> Spec {
-    let kernel = kernel_profile().map(|p| repo().join(p));
+fn spec_at(path: &Path, profile: Profile) -> Spec {
+    let kernel = kernel_profile(profile).map(|p| repo().join(p));
     Spec::load(path, kernel.as_deref()).unwrap()
 }
 
 /// Build `spec` into a fresh scratch directory.
-fn build_into(name: &str, spec: &Path) -> PathBuf {
+fn build_into(name: &str, spec: &Path, profile: Profile) -> PathBuf {
     let out = scratch(name);
-    let args = kernel_args();
+    let args = kernel_args(profile);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = build(spec, &out, &args, None);
     assert!(
@@ -88,15 +91,18 @@ struct Booted {
     runtime: Vec<workload::RuntimeEvent>,
 }
 
-/// The one boot of this test binary: build, run --detach, fetch /pcrs, /eventlog and
-/// /eventlog/runtime, stop. A failed boot is remembered (no second attempt).
-fn booted() -> &'static Booted {
+/// The one boot of this test binary (one profile per binary): a copy of the shared image, run
+/// --detach, fetch /pcrs, /eventlog and /eventlog/runtime, stop. A failed boot is remembered (no
+/// second attempt).
+fn booted(profile: Profile) -> &'static Booted {
     static BOOT: OnceLock<Result<Booted, String>> = OnceLock::new();
-    once(&BOOT, boot_once)
+    once(&BOOT, move || boot_once(profile))
 }
 
-fn boot_once() -> Booted {
-    let out = build_into("predict-boot-image", &repo().join("image.toml"));
+fn boot_once(profile: Profile) -> Booted {
+    let args = kernel_args(profile);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = shared_image(&args).copy_to("predict-boot-image");
     let (state, _) = run_detached(&out);
     let agent = state["agent_url"].as_str().unwrap().to_string();
     let log_path = out.join("eventlog.bin");
@@ -136,8 +142,8 @@ fn boot_once() -> Booted {
 }
 
 /// The prediction for a build output, from the built files alone.
-fn predicted(out: &Path, spec: &Path) -> Vec<ExpectedEvent> {
-    expected_events_for_output(out, &spec_at(spec), &ovmf_vars(), &BANKS).unwrap()
+fn predicted(out: &Path, spec: &Path, profile: Profile) -> Vec<ExpectedEvent> {
+    expected_events_for_output(out, &spec_at(spec, profile), &ovmf_vars(), &BANKS).unwrap()
 }
 
 /// Replayed value of `pcr` in `bank` (reset value when the log never extends it).
@@ -178,11 +184,10 @@ fn booted_events(b: &Booted, pcr: u32) -> Vec<Event> {
     }
 }
 
-#[test]
-fn prediction_equals_the_booted_log_and_the_tpm() {
-    let b = booted();
+pub fn prediction_equals_the_booted_log_and_the_tpm(profile: Profile) {
+    let b = booted(profile);
     let started = std::time::Instant::now();
-    let expected = predicted(&b.out, &repo().join("image.toml"));
+    let expected = predicted(&b.out, &repo().join("image.toml"), profile);
     let elapsed = started.elapsed();
     assert_eq!(
         b.pcrs.keys().copied().collect::<Vec<_>>(),
@@ -272,11 +277,10 @@ fn prediction_equals_the_booted_log_and_the_tpm() {
     );
 }
 
-#[test]
-fn sha384_pcr23_is_the_prediction() {
+pub fn sha384_pcr23_is_the_prediction(profile: Profile) {
     // The bank the init used to leave at zero: spelled out on its own.
-    let b = booted();
-    let expected = predicted(&b.out, &repo().join("image.toml"));
+    let b = booted(profile);
+    let expected = predicted(&b.out, &repo().join("image.toml"), profile);
     let predicted23 = predict::pcr_values(&expected, &[WORKLOAD_PCR], HashAlg::SHA384).unwrap();
     let tpm = &b.pcrs[&HashAlg::SHA384][&WORKLOAD_PCR];
     assert_eq!(&hex::encode(&predicted23[&WORKLOAD_PCR]), tpm);
@@ -286,10 +290,9 @@ fn sha384_pcr23_is_the_prediction() {
 
 /// The reference boot pinned in cvm-image.lock (Secure Boot off) against this boot, in every bank
 /// the TPM has: its PCR 0/1 events are the booted firmware's, and so are the values.
-#[test]
-fn pinned_reference_boot_matches_this_boot_in_every_bank() {
+pub fn pinned_reference_boot_matches_this_boot_in_every_bank(profile: Profile) {
     use cvm_image::reference::{parse, Variant};
-    let b = booted();
+    let b = booted(profile);
     let variant = Variant::SecureBootOff;
     let bytes = std::fs::read(repo().join(variant.file())).unwrap_or_else(|e| {
         panic!(
@@ -334,9 +337,8 @@ fn tpm2_eventlog_pcrs(log: &Path) -> BTreeMap<String, BTreeMap<u32, String>> {
     banks
 }
 
-#[test]
-fn tpm2_eventlog_replays_the_booted_log_like_we_do() {
-    let b = booted();
+pub fn tpm2_eventlog_replays_the_booted_log_like_we_do(profile: Profile) {
+    let b = booted(profile);
     let theirs = tpm2_eventlog_pcrs(&b.log_path);
     assert_eq!(
         theirs.keys().cloned().collect::<Vec<_>>(),
@@ -355,9 +357,8 @@ fn tpm2_eventlog_replays_the_booted_log_like_we_do() {
     }
 }
 
-#[test]
-fn one_cmdline_byte_changes_pcr9_and_pcr11_and_the_diff_names_them() {
-    let b = booted();
+pub fn one_cmdline_byte_changes_pcr9_and_pcr11_and_the_diff_names_them(profile: Profile) {
+    let b = booted(profile);
     // A spec copy whose esp/cmdline differs in one byte ("quiet" → "quies").
     let dir = scratch("predict-cmdline-spec");
     copy_spec(&dir);
@@ -372,10 +373,10 @@ fn one_cmdline_byte_changes_pcr9_and_pcr11_and_the_diff_names_them() {
     new[pos] = b's';
     std::fs::write(&cmdline, &new).unwrap();
     let spec = dir.join("image.toml");
-    let out = build_into("predict-cmdline-image", &spec);
+    let out = build_into("predict-cmdline-image", &spec, profile);
 
-    let before = predicted(&b.out, &repo().join("image.toml"));
-    let after = predicted(&out, &spec);
+    let before = predicted(&b.out, &repo().join("image.toml"), profile);
+    let after = predicted(&out, &spec, profile);
     let value = |events: &[ExpectedEvent], pcr| {
         predict::pcr_values(events, &[pcr], HashAlg::SHA256).unwrap()[&pcr].clone()
     };
@@ -409,9 +410,8 @@ fn one_cmdline_byte_changes_pcr9_and_pcr11_and_the_diff_names_them() {
 /// The build's golden-measurement.json: in every bank its qemu profile lists, every PCR marked
 /// predicted or reference equals the booted TPM's value and its events equal the booted log's; the
 /// cloud profiles mark the firmware- and key-dependent PCRs as not enforced.
-#[test]
-fn golden_measurement_qemu_profile_equals_the_boot() {
-    let b = booted();
+pub fn golden_measurement_qemu_profile_equals_the_boot(profile: Profile) {
+    let b = booted(profile);
     let golden: cvm_verify::golden::Golden =
         serde_json::from_slice(&std::fs::read(b.out.join("golden-measurement.json")).unwrap())
             .unwrap();
@@ -484,4 +484,21 @@ fn golden_measurement_qemu_profile_equals_the_boot() {
             }
         }
     }
+}
+
+/// The checks as `#[test]`s of the calling test binary (which declares `mod common;`), each given
+/// `$profile`, the kernel profile of the binary's boot.
+#[macro_export]
+macro_rules! predict_boot_tests {
+    ($profile:expr) => {
+        $crate::predict_boot_tests!(@each $profile; prediction_equals_the_booted_log_and_the_tpm, sha384_pcr23_is_the_prediction, pinned_reference_boot_matches_this_boot_in_every_bank, tpm2_eventlog_replays_the_booted_log_like_we_do, one_cmdline_byte_changes_pcr9_and_pcr11_and_the_diff_names_them, golden_measurement_qemu_profile_equals_the_boot);
+    };
+    (@each $profile:expr; $($check:ident),*) => {
+        $(
+            #[test]
+            fn $check() {
+                $crate::common::predict_boot::$check($profile)
+            }
+        )*
+    };
 }
