@@ -2,7 +2,7 @@
 //! what firmware loaded: PCI/ACPI/SCSI/NVMe/virtio hops, `HD(…)` partitions, firmware-volume files
 //! and — most useful — file path nodes such as `\EFI\BOOT\BOOTX64.EFI`.
 
-use super::describe::{guid_to_string, utf16_text};
+use super::text::{guid_to_string, utf16_text};
 
 /// Node types (`EFI_DEVICE_PATH_PROTOCOL.Type`).
 const HARDWARE: u8 = 0x01;

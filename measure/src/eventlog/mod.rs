@@ -31,9 +31,10 @@ mod expected;
 mod parse;
 mod render;
 mod replay;
+mod text;
 mod types;
 
-pub use describe::{guid_to_string, known_guid_name};
+pub use describe::known_guid_name;
 pub use devpath::device_path_to_text;
 pub use expected::{
     diff, diff_all, diff_pcrs, expected_log, replay_expected, ActualEvent, ExpectedEvent, Mismatch,
@@ -42,6 +43,7 @@ pub use expected::{
 pub use parse::{parse, parse_as};
 pub use render::{render_json, render_text, report, EventReport, LogReport};
 pub use replay::{replay, Replay, PCR_COUNT};
+pub use text::guid_to_string;
 pub use types::{EventType, HashAlg};
 
 use serde::{Deserialize, Serialize};
