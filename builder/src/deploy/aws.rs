@@ -1,86 +1,127 @@
 //! AWS: upload `aws-disk.vmdk` to S3, import it as an EBS snapshot (needs the `vmimport` service
 //! role), register a UEFI + TPM 2.0 AMI (with the owner's UEFI variable store when present), open a
-//! security group, launch an SEV-SNP instance. Seed: automata-linux `scripts/make_aws_vm.sh`.
-//! AWS offers no TDX instances.
+//! security group, allocate an Elastic IP, launch an SEV-SNP instance, attach the IP, then wait for
+//! the agent and verify the VM. Seed: automata-linux `scripts/make_aws_vm.sh`. AWS offers no TDX
+//! instances; SEV-SNP sizes and regions are [`sizes::AWS`].
 
 use anyhow::{bail, Result};
+use base64::Engine as _;
 
-use super::{base64, read_file, DeployOptions, PlannedCommand, SecureBootKeys, Tee};
+use super::command::PlannedCommand;
+use super::keys::{read_key_file, SecureBootKeys};
+use super::options::{Cloud, DeployOptions, Tee};
+use super::{sizes, verdict};
 
 const DEFAULT_VM_NAME: &str = "cvm-test";
 const DEFAULT_REGION: &str = "us-east-2";
 const DEFAULT_INSTANCE_TYPE: &str = "m6a.large";
-/// Instance families with SEV-SNP (AWS "AMD SEV-SNP" requirements).
-const SNP_FAMILIES: [&str; 3] = ["m6a", "c6a", "r6a"];
 const ROOT_DEVICE: &str = "/dev/xvda";
 const DATA_DEVICE: &str = "/dev/sdb";
 
-pub(super) fn plan(opts: &DeployOptions, keys: &SecureBootKeys) -> Result<Vec<PlannedCommand>> {
-    if opts.tee == Some(Tee::Tdx) {
-        bail!("AWS has no TDX instances: use --tee snp (m6a, c6a, r6a families)");
-    }
-    let bucket = opts.required(
-        &opts.bucket,
-        "--bucket",
-        "an S3 bucket in the target region to stage the VMDK in",
-    )?;
-    let vm = DeployOptions::or_default(&opts.vm_name, DEFAULT_VM_NAME);
-    let region = DeployOptions::or_default(&opts.region, DEFAULT_REGION);
-    let instance_type = DeployOptions::or_default(&opts.machine_type, DEFAULT_INSTANCE_TYPE);
-    let family = instance_type.split('.').next().unwrap_or_default();
-    if !SNP_FAMILIES.contains(&family) {
-        bail!("--machine-type {instance_type} cannot run SEV-SNP on AWS: use one of the {SNP_FAMILIES:?} families");
-    }
-    let artifact = opts.artifact("aws-disk.vmdk", "aws")?;
-    let key = format!("vms/{vm}.vmdk");
-    let image = format!("{vm}-image");
-    let group = format!("{vm}-secgrp");
-    let cmd = |description: String| PlannedCommand::new("aws", description);
+/// The validated names of one AWS deployment.
+struct Target<'a> {
+    vm: &'a str,
+    region: &'a str,
+    instance_type: &'a str,
+    bucket: &'a str,
+    /// The VMDK's path on this machine and its S3 key.
+    artifact: String,
+    key: String,
+}
 
+pub(super) fn plan(opts: &DeployOptions, keys: &SecureBootKeys) -> Result<Vec<PlannedCommand>> {
+    let t = Target::new(opts)?;
     let mut cmds = Vec::new();
     if opts.create_bucket {
-        cmds.push(
-            cmd(format!("Create the staging bucket s3://{bucket}"))
-                .args(["s3", "mb", &format!("s3://{bucket}")])
-                .opt("--region", region),
-        );
+        cmds.push(t.create_bucket());
     }
-    cmds.push(
-        cmd(format!(
-            "Upload {} to s3://{bucket}/{key}",
-            artifact.display()
-        ))
-        .args([
-            "s3",
-            "cp",
-            &artifact.to_string_lossy(),
-            &format!("s3://{bucket}/{key}"),
-        ])
-        .opt("--region", region),
-    );
-    cmds.push(
-        cmd("Import the VMDK as an EBS snapshot (uses the vmimport role)".into())
-            .args(["ec2", "import-snapshot"])
-            .opt("--region", region)
-            .opt("--description", format!("cvm-image {vm}"))
+    cmds.push(t.upload());
+    cmds.extend(t.import_snapshot());
+    cmds.push(t.register_image(keys)?);
+    cmds.push(t.wait_for_image());
+    cmds.extend(t.security_group(&opts.ports()));
+    cmds.extend(t.elastic_ip());
+    cmds.extend(t.launch(opts.data_disk_gb));
+    cmds.extend(verdict::steps(Cloud::Aws, opts, "IP")?);
+    Ok(cmds)
+}
+
+impl<'a> Target<'a> {
+    fn new(opts: &'a DeployOptions) -> Result<Self> {
+        if opts.tee == Some(Tee::Tdx) {
+            bail!("AWS has no TDX instances: use --tee snp (m6a, c6a, r6a families)");
+        }
+        let bucket = opts.required(
+            &opts.bucket,
+            "--bucket",
+            "an S3 bucket in the target region to stage the VMDK in",
+        )?;
+        let vm = DeployOptions::or_default(&opts.vm_name, DEFAULT_VM_NAME);
+        let region = DeployOptions::or_default(&opts.region, DEFAULT_REGION);
+        let instance_type = DeployOptions::or_default(&opts.machine_type, DEFAULT_INSTANCE_TYPE);
+        sizes::AWS.check_machine(instance_type, Tee::Snp)?;
+        sizes::AWS.check_region(region, Tee::Snp)?;
+        let artifact = opts.built_file("aws-disk.vmdk", "aws")?;
+        Ok(Self {
+            vm,
+            region,
+            instance_type,
+            bucket,
+            artifact: artifact.to_string_lossy().into_owned(),
+            key: format!("vms/{vm}.vmdk"),
+        })
+    }
+
+    /// An `aws` command in the target region.
+    fn aws(&self, description: String, command: &[&str]) -> PlannedCommand {
+        PlannedCommand::new("aws", description)
+            .args(command.iter().copied())
+            .opt("--region", self.region)
+    }
+
+    fn create_bucket(&self) -> PlannedCommand {
+        let b = self.bucket;
+        self.aws(
+            format!("Create the staging bucket s3://{b}"),
+            &["s3", "mb", &format!("s3://{b}")],
+        )
+    }
+
+    fn upload(&self) -> PlannedCommand {
+        let (b, k) = (self.bucket, &self.key);
+        self.aws(
+            format!("Upload {} to s3://{b}/{k}", self.artifact),
+            &["s3", "cp", &self.artifact, &format!("s3://{b}/{k}")],
+        )
+    }
+
+    /// Import the VMDK as a snapshot, wait for it, and capture the snapshot id.
+    fn import_snapshot(&self) -> [PlannedCommand; 3] {
+        [
+            self.aws(
+                "Import the VMDK as an EBS snapshot (uses the vmimport role)".into(),
+                &["ec2", "import-snapshot"],
+            )
+            .opt("--description", format!("cvm-image {}", self.vm))
             .opt(
                 "--disk-container",
-                format!("Format=VMDK,UserBucket={{S3Bucket={bucket},S3Key={key}}}"),
+                format!(
+                    "Format=VMDK,UserBucket={{S3Bucket={},S3Key={}}}",
+                    self.bucket, self.key
+                ),
             )
             .opt("--query", "ImportTaskId")
             .opt("--output", "text")
             .capture("IMPORT_TASK"),
-    );
-    cmds.push(
-        cmd("Wait for the snapshot import to complete".into())
-            .args(["ec2", "wait", "snapshot-imported"])
-            .opt("--region", region)
+            self.aws(
+                "Wait for the snapshot import to complete".into(),
+                &["ec2", "wait", "snapshot-imported"],
+            )
             .opt("--import-task-ids", "${IMPORT_TASK}"),
-    );
-    cmds.push(
-        cmd("Look up the imported snapshot".into())
-            .args(["ec2", "describe-import-snapshot-tasks"])
-            .opt("--region", region)
+            self.aws(
+                "Look up the imported snapshot".into(),
+                &["ec2", "describe-import-snapshot-tasks"],
+            )
             .opt("--import-task-ids", "${IMPORT_TASK}")
             .opt(
                 "--query",
@@ -88,100 +129,159 @@ pub(super) fn plan(opts: &DeployOptions, keys: &SecureBootKeys) -> Result<Vec<Pl
             )
             .opt("--output", "text")
             .capture("SNAPSHOT"),
-    );
-    cmds.push(register_image(region, &image, keys)?);
-    cmds.push(
-        cmd("Wait for the AMI to become available".into())
-            .args(["ec2", "wait", "image-available"])
-            .opt("--region", region)
-            .opt("--image-ids", "${IMAGE}"),
-    );
-    cmds.push(
-        cmd(format!("Create security group {group}"))
-            .args(["ec2", "create-security-group"])
-            .opt("--region", region)
+        ]
+    }
+
+    /// `register-image` for UEFI boot with NitroTPM 2.0. `--uefi-data` carries the owner's
+    /// PK/KEK/db as AWS's UEFI variable store blob (`out/secure-boot/aws-uefi-data.bin`, base64
+    /// text as python-uefivars writes it, or raw bytes which are encoded here).
+    fn register_image(&self, keys: &SecureBootKeys) -> Result<PlannedCommand> {
+        let blob = match keys {
+            SecureBootKeys::Owner {
+                aws_uefi_data: Some(path),
+                ..
+            } => Some(uefi_data_argument(&read_key_file(path)?)),
+            SecureBootKeys::Owner {
+                aws_uefi_data: None,
+                ..
+            } => {
+                bail!("out/secure-boot has PK/KEK/db but no aws-uefi-data.bin: AWS needs the keys as a UEFI variable store blob")
+            }
+            SecureBootKeys::PlatformDefault => None,
+        };
+        let what = if blob.is_some() {
+            "with the owner's Secure Boot keys (out/secure-boot/aws-uefi-data.bin)"
+        } else {
+            "with AWS's default UEFI variable store (no out/secure-boot keys: not enrolled with our keys)"
+        };
+        let image = format!("{}-image", self.vm);
+        let mut c = self
+            .aws(
+                format!("Register AMI {image} (UEFI, TPM 2.0) {what}"),
+                &["ec2", "register-image"],
+            )
+            .opt("--name", image)
+            .opt("--architecture", "x86_64")
+            .opt("--virtualization-type", "hvm")
+            .opt("--root-device-name", ROOT_DEVICE)
+            .opt(
+                "--block-device-mappings",
+                format!(
+                    "DeviceName={ROOT_DEVICE},Ebs={{SnapshotId=${{SNAPSHOT}},DeleteOnTermination=true}}"
+                ),
+            )
+            .arg("--ena-support")
+            .opt("--boot-mode", "uefi")
+            .opt("--tpm-support", "v2.0");
+        if let Some(b) = blob {
+            c = c.opt("--uefi-data", b);
+        }
+        Ok(c.opt("--query", "ImageId")
+            .opt("--output", "text")
+            .capture("IMAGE"))
+    }
+
+    fn wait_for_image(&self) -> PlannedCommand {
+        self.aws(
+            "Wait for the AMI to become available".into(),
+            &["ec2", "wait", "image-available"],
+        )
+        .opt("--image-ids", "${IMAGE}")
+    }
+
+    /// The security group and one ingress rule per port.
+    fn security_group(&self, ports: &[u16]) -> Vec<PlannedCommand> {
+        let group = format!("{}-secgrp", self.vm);
+        let mut cmds = vec![self
+            .aws(
+                format!("Create security group {group}"),
+                &["ec2", "create-security-group"],
+            )
             .opt("--group-name", &group)
-            .opt("--description", format!("cvm-image {vm} ingress"))
+            .opt("--description", format!("cvm-image {} ingress", self.vm))
             .opt("--query", "GroupId")
             .opt("--output", "text")
-            .capture("SECURITY_GROUP"),
-    );
-    for port in opts.ports() {
-        cmds.push(
-            cmd(format!("Allow inbound TCP {port}"))
-                .args(["ec2", "authorize-security-group-ingress"])
-                .opt("--region", region)
+            .capture("SECURITY_GROUP")];
+        for port in ports {
+            cmds.push(
+                self.aws(
+                    format!("Allow inbound TCP {port}"),
+                    &["ec2", "authorize-security-group-ingress"],
+                )
                 .opt("--group-id", "${SECURITY_GROUP}")
                 .opt("--protocol", "tcp")
                 .opt("--port", port.to_string())
                 .opt("--cidr", "0.0.0.0/0"),
-        );
-    }
-    let mut run = cmd(format!("Launch the SEV-SNP confidential VM {vm} ({instance_type}, {region}) with NitroTPM and UEFI"))
-        .args(["ec2", "run-instances"])
-        .opt("--region", region)
-        .opt("--image-id", "${IMAGE}")
-        .opt("--instance-type", instance_type)
-        .opt("--security-group-ids", "${SECURITY_GROUP}")
-        .opt("--cpu-options", "AmdSevSnp=enabled")
-        .opt("--tag-specifications", format!("ResourceType=instance,Tags=[{{Key=Name,Value={vm}}}]"));
-    if let Some(gb) = opts.data_disk_gb {
-        run = run.opt(
-            "--block-device-mappings",
-            format!("DeviceName={DATA_DEVICE},Ebs={{VolumeSize={gb},VolumeType=gp3,DeleteOnTermination=true}}"),
-        );
-    }
-    cmds.push(run);
-    Ok(cmds)
-}
-
-/// `register-image` for UEFI boot with NitroTPM 2.0. `--uefi-data` carries the owner's PK/KEK/db
-/// as AWS's UEFI variable store blob (`out/secure-boot/aws-uefi-data.bin`, base64 text as
-/// python-uefivars writes it, or raw bytes which are encoded here).
-fn register_image(region: &str, image: &str, keys: &SecureBootKeys) -> Result<PlannedCommand> {
-    let blob = match keys {
-        SecureBootKeys::Owner {
-            aws_uefi_data: Some(path),
-            ..
-        } => Some(uefi_data_argument(&read_file(path)?)),
-        SecureBootKeys::Owner {
-            aws_uefi_data: None,
-            ..
-        } => {
-            bail!("out/secure-boot has PK/KEK/db but no aws-uefi-data.bin: AWS needs the keys as a UEFI variable store blob")
+            );
         }
-        SecureBootKeys::PlatformDefault => None,
-    };
-    let what = if blob.is_some() {
-        "with the owner's Secure Boot keys (out/secure-boot/aws-uefi-data.bin)"
-    } else {
-        "with AWS's default UEFI variable store (no out/secure-boot keys: not enrolled with our keys)"
-    };
-    let mut c = PlannedCommand::new(
-        "aws",
-        format!("Register AMI {image} (UEFI, TPM 2.0) {what}"),
-    )
-    .args(["ec2", "register-image"])
-    .opt("--region", region)
-    .opt("--name", image)
-    .opt("--architecture", "x86_64")
-    .opt("--virtualization-type", "hvm")
-    .opt("--root-device-name", ROOT_DEVICE)
-    .opt(
-        "--block-device-mappings",
-        format!(
-            "DeviceName={ROOT_DEVICE},Ebs={{SnapshotId=${{SNAPSHOT}},DeleteOnTermination=true}}"
-        ),
-    )
-    .arg("--ena-support")
-    .opt("--boot-mode", "uefi")
-    .opt("--tpm-support", "v2.0");
-    if let Some(b) = blob {
-        c = c.opt("--uefi-data", b);
+        cmds
     }
-    Ok(c.opt("--query", "ImageId")
-        .opt("--output", "text")
-        .capture("IMAGE"))
+
+    /// A static public IP (Elastic IP): allocate it and capture its address.
+    fn elastic_ip(&self) -> [PlannedCommand; 2] {
+        [
+            self.aws(
+                format!("Allocate the Elastic IP of {} (static public IP)", self.vm),
+                &["ec2", "allocate-address"],
+            )
+            .opt("--domain", "vpc")
+            .opt(
+                "--tag-specifications",
+                format!("ResourceType=elastic-ip,Tags=[{{Key=Name,Value={}}}]", self.vm),
+            )
+            .opt("--query", "AllocationId")
+            .opt("--output", "text")
+            .capture("ALLOCATION"),
+            self.aws(
+                "Look up the Elastic IP's address".into(),
+                &["ec2", "describe-addresses"],
+            )
+            .opt("--allocation-ids", "${ALLOCATION}")
+            .opt("--query", "Addresses[0].PublicIp")
+            .opt("--output", "text")
+            .capture("IP"),
+        ]
+    }
+
+    /// Launch the instance, wait until it runs, attach the Elastic IP.
+    fn launch(&self, data_disk_gb: Option<u32>) -> [PlannedCommand; 3] {
+        let (vm, it, region) = (self.vm, self.instance_type, self.region);
+        let mut run = self
+            .aws(
+                format!("Launch the SEV-SNP confidential VM {vm} ({it}, {region}) with NitroTPM and UEFI"),
+                &["ec2", "run-instances"],
+            )
+            .opt("--image-id", "${IMAGE}")
+            .opt("--instance-type", it)
+            .opt("--security-group-ids", "${SECURITY_GROUP}")
+            .opt("--cpu-options", "AmdSevSnp=enabled")
+            .opt(
+                "--tag-specifications",
+                format!("ResourceType=instance,Tags=[{{Key=Name,Value={vm}}}]"),
+            );
+        if let Some(gb) = data_disk_gb {
+            run = run.opt(
+                "--block-device-mappings",
+                format!("DeviceName={DATA_DEVICE},Ebs={{VolumeSize={gb},VolumeType=gp3,DeleteOnTermination=true}}"),
+            );
+        }
+        [
+            run.opt("--query", "Instances[0].InstanceId")
+                .opt("--output", "text")
+                .capture("INSTANCE"),
+            self.aws(
+                "Wait for the instance to run".into(),
+                &["ec2", "wait", "instance-running"],
+            )
+            .opt("--instance-ids", "${INSTANCE}"),
+            self.aws(
+                "Attach the Elastic IP to the instance".into(),
+                &["ec2", "associate-address"],
+            )
+            .opt("--instance-id", "${INSTANCE}")
+            .opt("--allocation-id", "${ALLOCATION}"),
+        ]
+    }
 }
 
 /// The blob as `--uefi-data` wants it: base64 text. A file that already is base64 text is used as
@@ -197,7 +297,7 @@ fn uefi_data_argument(content: &[u8]) -> String {
     if is_base64 {
         trimmed.to_string()
     } else {
-        base64(content)
+        base64::engine::general_purpose::STANDARD.encode(content)
     }
 }
 
