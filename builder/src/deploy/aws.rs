@@ -303,7 +303,7 @@ fn uefi_data_argument(content: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{lines, out_dir};
+    use super::super::testutil::{lines, out_dir, verdict_lines};
     use super::super::{plan as plan_for, Cloud};
     use super::*;
 
@@ -317,6 +317,7 @@ mod tests {
         };
         let cmds = plan_for(Cloud::Aws, &opts)?;
         let o = out.display();
+        let verdict = verdict_lines(&out, "aws", "IP");
         assert_eq!(
             lines(&cmds),
             [
@@ -336,9 +337,20 @@ mod tests {
                  --description 'cvm-image cvm-test ingress' --query GroupId --output text)".to_string(),
                 "aws ec2 authorize-security-group-ingress --region us-east-2 --group-id \"${SECURITY_GROUP}\" \
                  --protocol tcp --port 8000 --cidr 0.0.0.0/0".to_string(),
-                "aws ec2 run-instances --region us-east-2 --image-id \"${IMAGE}\" --instance-type m6a.large \
+                "ALLOCATION=$(aws ec2 allocate-address --region us-east-2 --domain vpc \
+                 --tag-specifications 'ResourceType=elastic-ip,Tags=[{Key=Name,Value=cvm-test}]' \
+                 --query AllocationId --output text)".to_string(),
+                "IP=$(aws ec2 describe-addresses --region us-east-2 --allocation-ids \"${ALLOCATION}\" \
+                 --query 'Addresses[0].PublicIp' --output text)".to_string(),
+                "INSTANCE=$(aws ec2 run-instances --region us-east-2 --image-id \"${IMAGE}\" --instance-type m6a.large \
                  --security-group-ids \"${SECURITY_GROUP}\" --cpu-options AmdSevSnp=enabled \
-                 --tag-specifications 'ResourceType=instance,Tags=[{Key=Name,Value=cvm-test}]'".to_string(),
+                 --tag-specifications 'ResourceType=instance,Tags=[{Key=Name,Value=cvm-test}]' \
+                 --query 'Instances[0].InstanceId' --output text)".to_string(),
+                "aws ec2 wait instance-running --region us-east-2 --instance-ids \"${INSTANCE}\"".to_string(),
+                "aws ec2 associate-address --region us-east-2 --instance-id \"${INSTANCE}\" \
+                 --allocation-id \"${ALLOCATION}\"".to_string(),
+                verdict[0].clone(),
+                verdict[1].clone(),
             ]
         );
         assert!(cmds[4].description.contains("default UEFI variable store"));
@@ -361,7 +373,7 @@ mod tests {
             ..Default::default()
         };
         let l = lines(&plan_for(Cloud::Aws, &opts)?);
-        assert_eq!(l.len(), 12);
+        assert_eq!(l.len(), 18);
         assert_eq!(l[0], "aws s3 mb s3://bkt --region eu-west-1");
         assert_eq!(
             l[5],
@@ -374,12 +386,14 @@ mod tests {
         assert!(l[9].contains("--port 80 "), "{}", l[9]);
         assert!(l[10].contains("--port 443 "), "{}", l[10]);
         assert_eq!(
-            l[11],
-            "aws ec2 run-instances --region eu-west-1 --image-id \"${IMAGE}\" --instance-type c6a.xlarge \
+            l[13],
+            "INSTANCE=$(aws ec2 run-instances --region eu-west-1 --image-id \"${IMAGE}\" --instance-type c6a.xlarge \
              --security-group-ids \"${SECURITY_GROUP}\" --cpu-options AmdSevSnp=enabled \
              --tag-specifications 'ResourceType=instance,Tags=[{Key=Name,Value=node}]' \
-             --block-device-mappings 'DeviceName=/dev/sdb,Ebs={VolumeSize=20,VolumeType=gp3,DeleteOnTermination=true}'"
+             --block-device-mappings 'DeviceName=/dev/sdb,Ebs={VolumeSize=20,VolumeType=gp3,DeleteOnTermination=true}' \
+             --query 'Instances[0].InstanceId' --output text)"
         );
+        assert_eq!(l[16..], verdict_lines(&out, "aws", "IP"));
         Ok(())
     }
 
@@ -410,9 +424,19 @@ mod tests {
         .contains("missing required option --bucket"));
         assert!(err(DeployOptions {
             machine_type: Some("m5.large".into()),
-            ..base
+            ..base.clone()
         })
         .contains("cannot run SEV-SNP"));
+        let e = err(DeployOptions {
+            machine_type: Some("m6a.12xlarge".into()),
+            ..base.clone()
+        });
+        assert!(e.contains("m6a runs SEV-SNP only in the listed sizes"), "{e}");
+        let e = err(DeployOptions {
+            region: Some("us-west-2".into()),
+            ..base.clone()
+        });
+        assert!(e.contains("--region us-west-2 has no SEV-SNP instances on aws"), "{e}");
         let keys_no_blob = out_dir("aws-noblob", true, None);
         let o = DeployOptions {
             bucket: Some("b".into()),

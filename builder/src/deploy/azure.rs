@@ -341,7 +341,7 @@ fn image_version(n: &Names, keys: &SecureBootKeys) -> Result<PlannedCommand> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{lines, out_dir};
+    use super::super::testutil::{lines, out_dir, verdict_lines};
     use super::super::{plan as plan_for, Cloud};
     use super::*;
 
@@ -370,6 +370,7 @@ mod tests {
         };
         let cmds = plan_for(Cloud::Azure, &opts)?;
         let o = out.display();
+        let verdict = verdict_lines(&out, "azure", "IP");
         let body = r#"{"location":"eastus2","properties":{"publishingProfile":{"targetRegions":[{"name":"eastus2","regionalReplicaCount":1}]},"storageProfile":{"osDiskImage":{"hostCaching":"ReadOnly","source":{"storageAccountId":"/subscriptions/${SUBSCRIPTION}/resourceGroups/cvm_test_rg/providers/Microsoft.Storage/storageAccounts/cvmtest","uri":"https://cvmtest.blob.core.windows.net/cvm-image-storage/cvm_test.vhd"}}}}}"#;
         assert_eq!(
             lines(&cmds),
@@ -393,10 +394,15 @@ mod tests {
                 "az network nsg create --name cvm_test-nsg --resource-group cvm_test_rg --location eastus2".to_string(),
                 "az network nsg rule create --nsg-name cvm_test-nsg --resource-group cvm_test_rg --name attestation-agent \
                  --priority 100 --direction Inbound --access Allow --protocol Tcp --destination-port-ranges 8000".to_string(),
+                "IP=$(az network public-ip create --resource-group cvm_test_rg --name cvm_test-ip --location eastus2 \
+                 --sku Standard --allocation-method Static --query publicIp.ipAddress --output tsv)".to_string(),
                 "az vm create --resource-group cvm_test_rg --name cvm_test --location eastus2 --size Standard_DC2es_v5 \
                  --image \"/subscriptions/${SUBSCRIPTION}/resourceGroups/cvm_test_rg/providers/Microsoft.Compute/galleries/cvm_test/images/cvm_test-def/versions/1.0.0\" \
                  --specialized --security-type ConfidentialVM --os-disk-security-encryption-type VMGuestStateOnly \
-                 --enable-vtpm true --enable-secure-boot true --public-ip-sku Standard --nsg cvm_test-nsg".to_string(),
+                 --enable-vtpm true --enable-secure-boot true --public-ip-address cvm_test-ip --nsg cvm_test-nsg \
+                 --generate-ssh-keys".to_string(),
+                verdict[0].clone(),
+                verdict[1].clone(),
             ]
         );
         assert!(cmds[7]
@@ -417,12 +423,12 @@ mod tests {
             gallery: Some("gal1".into()),
             additional_ports: vec![443, 80],
             data_disk_gb: Some(64),
-            out_dir: out,
+            out_dir: out.clone(),
             ..Default::default()
         };
         let cmds = plan_for(Cloud::Azure, &opts)?;
         let l = lines(&cmds);
-        assert_eq!(l.len(), 14);
+        assert_eq!(l.len(), 17);
         // The REST body carries the certificates as base64 X.509 without Microsoft's template.
         let body_arg = cmds[7].args.last().unwrap();
         let body: serde_json::Value = serde_json::from_str(body_arg)?;
@@ -451,11 +457,18 @@ mod tests {
         assert_eq!(l[12], "az network nsg rule create --nsg-name node1-nsg --resource-group rg1 --name workload-80 --priority 201 --direction Inbound --access Allow --protocol Tcp --destination-port-ranges 80");
         assert_eq!(
             l[13],
+            "IP=$(az network public-ip create --resource-group rg1 --name node1-ip --location westeurope \
+             --sku Standard --allocation-method Static --query publicIp.ipAddress --output tsv)"
+        );
+        assert_eq!(
+            l[14],
             "az vm create --resource-group rg1 --name node1 --location westeurope --size Standard_DC2as_v5 \
              --image \"/subscriptions/${SUBSCRIPTION}/resourceGroups/rg1/providers/Microsoft.Compute/galleries/gal1/images/node1-def/versions/1.0.0\" \
              --specialized --security-type ConfidentialVM --os-disk-security-encryption-type VMGuestStateOnly \
-             --enable-vtpm true --enable-secure-boot true --public-ip-sku Standard --nsg node1-nsg --data-disk-sizes-gb 64"
+             --enable-vtpm true --enable-secure-boot true --public-ip-address node1-ip --nsg node1-nsg \
+             --generate-ssh-keys --data-disk-sizes-gb 64"
         );
+        assert_eq!(l[15..], verdict_lines(&out, "azure", "IP"));
         Ok(())
     }
 
@@ -470,5 +483,15 @@ mod tests {
         };
         let err = format!("{:#}", plan_for(Cloud::Azure, &opts).unwrap_err());
         assert!(err.contains("not a SEV-SNP confidential VM size"), "{err}");
+        // The EC (memory-optimised) confidential families are sizes like the DC ones.
+        for (tee, size) in [(Tee::Snp, "Standard_EC4as_v5"), (Tee::Tdx, "Standard_EC8eds_v5")] {
+            let opts = DeployOptions {
+                tee: Some(tee),
+                machine_type: Some(size.into()),
+                ..opts.clone()
+            };
+            let cmds = plan_for(Cloud::Azure, &opts).unwrap();
+            assert!(cmds[12].args.contains(&size.to_string()), "{:?}", cmds[12]);
+        }
     }
 }

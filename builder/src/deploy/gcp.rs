@@ -257,7 +257,7 @@ fn check_name(vm: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{lines, out_dir};
+    use super::super::testutil::{lines, out_dir, verdict_lines};
     use super::super::{plan as plan_for, Cloud};
     use super::*;
 
@@ -272,6 +272,7 @@ mod tests {
         };
         let cmds = plan_for(Cloud::Gcp, &opts)?;
         let o = out.display();
+        let verdict = verdict_lines(&out, "gcp", "IP");
         assert_eq!(
             lines(&cmds),
             [
@@ -281,10 +282,16 @@ mod tests {
                  --storage-location=asia".to_string(),
                 "gcloud compute firewall-rules create cvm-test-ingress --project=proj --network=default \
                  --direction=INGRESS --priority=1000 --allow=tcp:8000 --target-tags=cvm-test-ingress".to_string(),
+                "gcloud compute addresses create cvm-test-ip --project=proj --region=asia-southeast1".to_string(),
+                "IP=$(gcloud compute addresses describe cvm-test-ip --project=proj --region=asia-southeast1 \
+                 '--format=value(address)')".to_string(),
                 "gcloud compute instances create cvm-test --project=proj --zone=asia-southeast1-b \
                  --machine-type=c3-standard-4 --confidential-compute-type=TDX --maintenance-policy=TERMINATE \
                  --image-project=proj --image=cvm-test-image --shielded-secure-boot --shielded-vtpm \
-                 --shielded-integrity-monitoring --tags=cvm-test-ingress --metadata=serial-port-logging-enable=true".to_string(),
+                 --shielded-integrity-monitoring --tags=cvm-test-ingress --address=cvm-test-ip \
+                 --metadata=serial-port-logging-enable=true".to_string(),
+                verdict[0].clone(),
+                verdict[1].clone(),
             ]
         );
         assert!(cmds[1].description.contains("default Secure Boot keys"));
@@ -308,6 +315,7 @@ mod tests {
         };
         let cmds = plan_for(Cloud::Gcp, &opts)?;
         let o = out.display();
+        let verdict = verdict_lines(&out, "gcp", "IP");
         assert_eq!(
             lines(&cmds),
             [
@@ -321,12 +329,17 @@ mod tests {
                 ),
                 "gcloud compute firewall-rules create attest-1-ingress --project=proj --network=default \
                  --direction=INGRESS --priority=1000 --allow=tcp:8000,tcp:443,tcp:80 --target-tags=attest-1-ingress".to_string(),
+                "gcloud compute addresses create attest-1-ip --project=proj --region=europe-west4".to_string(),
+                "IP=$(gcloud compute addresses describe attest-1-ip --project=proj --region=europe-west4 \
+                 '--format=value(address)')".to_string(),
                 "gcloud compute instances create attest-1 --project=proj --zone=europe-west4-a \
                  --machine-type=n2d-standard-2 --confidential-compute-type=SEV_SNP '--min-cpu-platform=AMD Milan' \
                  --maintenance-policy=TERMINATE --image-project=proj --image=attest-1-image --shielded-secure-boot \
-                 --shielded-vtpm --shielded-integrity-monitoring --tags=attest-1-ingress \
+                 --shielded-vtpm --shielded-integrity-monitoring --tags=attest-1-ingress --address=attest-1-ip \
                  --metadata=serial-port-logging-enable=true \
                  --create-disk=name=attest-1-data,size=50GB,device-name=data,auto-delete=yes".to_string(),
+                verdict[0].clone(),
+                verdict[1].clone(),
             ]
         );
         assert!(cmds[2].description.contains("owner's Secure Boot"));

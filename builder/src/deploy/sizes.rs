@@ -277,7 +277,10 @@ impl Table {
                 format!("{} runs {tee} only in the listed sizes", f.name)
             }
             Some((f, _)) => match f.tee {
-                Some(other) => format!("it is a {other} size ({})", f.name),
+                Some(other) => format!(
+                    "it is not a {tee} confidential VM size but a {other} one ({})",
+                    f.name
+                ),
                 None => format!(
                     "{} offers only AMD SEV, which has no signed report cvm-image can verify",
                     f.name
@@ -379,7 +382,7 @@ mod tests {
         GCP.check_machine("n2d-standard-2", Tee::Snp).unwrap();
         GCP.check_machine("n2d-highmem-8", Tee::Snp).unwrap();
         let e = err(&GCP, "n2d-standard-4", Tee::Tdx);
-        assert!(e.contains("cannot run TDX on gcp: it is a SEV-SNP size (N2D)"), "{e}");
+        assert!(e.contains("cannot run TDX on gcp: it is not a TDX confidential VM size but a SEV-SNP one (N2D)"), "{e}");
         assert!(e.contains("C3 c3-standard-*"), "{e}");
         let e = err(&GCP, "c3d-standard-4", Tee::Snp);
         assert!(e.contains("C3D offers only AMD SEV"), "{e}");
@@ -410,7 +413,7 @@ mod tests {
             AZURE.check_machine(tdx, Tee::Tdx).unwrap();
         }
         let e = err(&AZURE, "Standard_EC4es_v5", Tee::Snp);
-        assert!(e.contains("it is a TDX size (ECesv5)"), "{e}");
+        assert!(e.contains("but a TDX one (ECesv5)"), "{e}");
         let e = err(&AZURE, "Standard_EC128as_v5", Tee::Snp);
         assert!(e.contains("ECasv5 runs SEV-SNP only in the listed sizes"), "{e}");
         let e = err(&AZURE, "Standard_D2s_v5", Tee::Tdx);
