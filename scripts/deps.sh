@@ -18,6 +18,7 @@ packages=(
   qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools tpm2-tools  # booting and TPM
   time                # /usr/bin/time -v for peak-memory figures in make bench
   curl                # make demo and the boot tests talk to the agent
+  python3-venv        # the pinned cloud CLIs' venv (below)
 )
 
 missing=()
@@ -57,4 +58,17 @@ if [ ${#pip_missing[@]} -gt 0 ]; then
   echo "deps: pip installing ${pip_missing[*]}"
   python3 -m pip install --quiet --root-user-action=ignore "${pip_missing[@]}"
   if command -v pyenv >/dev/null; then pyenv rehash; fi
+fi
+
+# The real aws and az CLIs (PyPI, pinned in scripts/cloud-cli-requirements.txt) that
+# tests/deploy_cli.rs feeds the deploy plans to, in a venv of their own (azure-cli's dependencies
+# must not meet the oracles' above). Reinstalled only when the pins change.
+cloud_req="$(cd "$(dirname "$0")" && pwd)/cloud-cli-requirements.txt"
+cloud_venv="${CVM_IMAGE_CACHE:-$HOME/.cache/cvm-image}/cloud-cli"
+if ! cmp -s "$cloud_req" "$cloud_venv/requirements.txt"; then
+  echo "deps: pip installing the pinned cloud CLIs into $cloud_venv (a few minutes)"
+  rm -rf "$cloud_venv"
+  python3 -m venv "$cloud_venv"
+  "$cloud_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$cloud_req"
+  cp "$cloud_req" "$cloud_venv/requirements.txt"
 fi

@@ -1,12 +1,17 @@
 //! Azure: upload `azure-disk.vhd` as a page blob, publish it as a Compute Gallery image version for
 //! confidential VMs (with the owner's PK/KEK/db as `additionalSignatures` when present), open a
-//! network security group, create the ConfidentialVM. Seed: automata-linux
-//! `scripts/make_azure_vm.sh`. SEV-SNP or TDX is decided by the VM size family.
+//! network security group, reserve a static public IP, create the ConfidentialVM on it, then wait
+//! for the agent and verify the VM. Seed: automata-linux `scripts/make_azure_vm.sh`. SEV-SNP or
+//! TDX is decided by the VM size family ([`sizes::AZURE`]).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use base64::Engine as _;
 use serde_json::json;
 
-use super::{base64, read_file, DeployOptions, PlannedCommand, SecureBootKeys, Tee};
+use super::command::PlannedCommand;
+use super::keys::{read_key_file, SecureBootKeys};
+use super::options::{Cloud, DeployOptions, Tee};
+use super::{sizes, verdict};
 
 const DEFAULT_VM_NAME: &str = "cvm_test";
 /// The seed's "East US 2", in the canonical form every az command and the REST body accept.
@@ -30,6 +35,7 @@ struct Names {
     location: String,
     blob: String,
     nsg: String,
+    public_ip: String,
 }
 
 impl Names {
@@ -55,6 +61,7 @@ impl Names {
             definition: format!("{vm}-def"),
             blob: format!("{vm}.vhd"),
             nsg: format!("{vm}-nsg"),
+            public_ip: format!("{vm}-ip"),
             vm,
             group,
             account,
@@ -100,21 +107,6 @@ fn gallery_name(vm: &str) -> String {
     }
 }
 
-/// The TEE a VM size provides: DCas/DCads → SEV-SNP, DCes/DCeds → TDX.
-fn size_tee(size: &str) -> Option<Tee> {
-    let lower = size.to_ascii_lowercase();
-    let family = lower
-        .strip_prefix("standard_dc")?
-        .trim_start_matches(|c: char| c.is_ascii_digit());
-    if family.starts_with("as_") || family.starts_with("ads_") {
-        Some(Tee::Snp)
-    } else if family.starts_with("es_") || family.starts_with("eds_") {
-        Some(Tee::Tdx)
-    } else {
-        None
-    }
-}
-
 pub(super) fn plan(opts: &DeployOptions, keys: &SecureBootKeys) -> Result<Vec<PlannedCommand>> {
     let n = Names::new(opts);
     let tee = opts.tee.unwrap_or(Tee::Tdx);
@@ -123,121 +115,188 @@ pub(super) fn plan(opts: &DeployOptions, keys: &SecureBootKeys) -> Result<Vec<Pl
         Tee::Snp => DEFAULT_SNP_SIZE,
     };
     let size = DeployOptions::or_default(&opts.machine_type, default_size);
-    if size_tee(size) != Some(tee) {
-        bail!("--machine-type {size} is not a {tee} confidential VM size: use Standard_DC*es_v5/v6 for TDX or Standard_DC*as_v5 for SEV-SNP");
-    }
-    let artifact = opts.artifact("azure-disk.vhd", "azure")?;
-    let cmd = |d: String| PlannedCommand::new("az", d);
-    let g = |c: PlannedCommand| c.opt("--resource-group", &n.group);
+    sizes::AZURE.check_machine(size, tee)?;
+    let artifact = opts.built_file("azure-disk.vhd", "azure")?;
+    let mut cmds = vec![n.resource_group()];
+    cmds.extend(n.upload(&artifact.to_string_lossy()));
+    cmds.extend(n.gallery_image());
+    cmds.push(n.subscription());
+    cmds.push(image_version(&n, keys)?);
+    cmds.push(n.wait_for_image_version());
+    cmds.extend(n.network_security_group(&opts.ports()));
+    cmds.push(n.static_ip());
+    cmds.push(n.create_vm(tee, size, opts.data_disk_gb));
+    cmds.extend(verdict::steps(Cloud::Azure, opts, "IP")?);
+    Ok(cmds)
+}
 
-    let mut cmds = vec![
-        cmd(format!("Create resource group {}", n.group))
+impl Names {
+    /// An `az` command in the resource group.
+    fn az(&self, description: String, command: &[&str]) -> PlannedCommand {
+        PlannedCommand::new("az", description)
+            .args(command.iter().copied())
+            .opt("--resource-group", &self.group)
+    }
+
+    fn resource_group(&self) -> PlannedCommand {
+        PlannedCommand::new("az", format!("Create resource group {}", self.group))
             .args(["group", "create"])
-            .opt("--name", &n.group)
-            .opt("--location", &n.location),
-        g(cmd(format!("Create storage account {}", n.account))
-            .args(["storage", "account", "create"])
-            .opt("--name", &n.account))
-        .opt("--location", &n.location)
-        .opt("--sku", "Standard_LRS"),
-        cmd(format!("Create blob container {CONTAINER}"))
-            .args(["storage", "container", "create"])
-            .opt("--name", CONTAINER)
-            .opt("--account-name", &n.account),
-        cmd(format!(
-            "Upload {} as page blob {}",
-            artifact.display(),
-            n.blob
-        ))
-        .args(["storage", "blob", "upload"])
-        .opt("--account-name", &n.account)
-        .opt("--container-name", CONTAINER)
-        .opt("--name", &n.blob)
-        .opt("--file", artifact.to_string_lossy())
-        .opt("--type", "page")
-        .arg("--overwrite"),
-        g(cmd(format!("Create compute gallery {}", n.gallery))
-            .args(["sig", "create"])
-            .opt("--gallery-name", &n.gallery))
-        .opt("--location", &n.location),
-        g(cmd(format!(
-            "Create image definition {} (Gen2, confidential-VM capable)",
-            n.definition
-        ))
-        .args(["sig", "image-definition", "create"]))
-        .opt("--gallery-name", &n.gallery)
-        .opt("--gallery-image-definition", &n.definition)
-        .opt("--location", &n.location)
-        .opt("--publisher", "cvm-image")
-        .opt("--offer", "cvm-image")
-        .opt("--sku", format!("{}-sku", n.vm))
-        .opt("--os-type", "Linux")
-        .opt("--os-state", "specialized")
-        .opt("--hyper-v-generation", "V2")
-        .opt(
-            "--features",
-            "SecurityType=TrustedLaunchAndConfidentialVmSupported",
-        ),
-        cmd("Read the subscription id".into())
+            .opt("--name", &self.group)
+            .opt("--location", &self.location)
+    }
+
+    /// Storage account, container, and the VHD as a page blob.
+    fn upload(&self, artifact: &str) -> [PlannedCommand; 3] {
+        [
+            PlannedCommand::new("az", format!("Create storage account {}", self.account))
+                .args(["storage", "account", "create"])
+                .opt("--name", &self.account)
+                .opt("--resource-group", &self.group)
+                .opt("--location", &self.location)
+                .opt("--sku", "Standard_LRS"),
+            PlannedCommand::new("az", format!("Create blob container {CONTAINER}"))
+                .args(["storage", "container", "create"])
+                .opt("--name", CONTAINER)
+                .opt("--account-name", &self.account),
+            PlannedCommand::new("az", format!("Upload {artifact} as page blob {}", self.blob))
+                .args(["storage", "blob", "upload"])
+                .opt("--account-name", &self.account)
+                .opt("--container-name", CONTAINER)
+                .opt("--name", &self.blob)
+                .opt("--file", artifact)
+                .opt("--type", "page")
+                .arg("--overwrite"),
+        ]
+    }
+
+    /// The gallery and the confidential-VM capable image definition.
+    fn gallery_image(&self) -> [PlannedCommand; 2] {
+        [
+            PlannedCommand::new("az", format!("Create compute gallery {}", self.gallery))
+                .args(["sig", "create"])
+                .opt("--gallery-name", &self.gallery)
+                .opt("--resource-group", &self.group)
+                .opt("--location", &self.location),
+            self.az(
+                format!(
+                    "Create image definition {} (Gen2, confidential-VM capable)",
+                    self.definition
+                ),
+                &["sig", "image-definition", "create"],
+            )
+            .opt("--gallery-name", &self.gallery)
+            .opt("--gallery-image-definition", &self.definition)
+            .opt("--location", &self.location)
+            .opt("--publisher", "cvm-image")
+            .opt("--offer", "cvm-image")
+            .opt("--sku", format!("{}-sku", self.vm))
+            .opt("--os-type", "Linux")
+            .opt("--os-state", "specialized")
+            .opt("--hyper-v-generation", "V2")
+            .opt(
+                "--features",
+                "SecurityType=TrustedLaunchAndConfidentialVmSupported",
+            ),
+        ]
+    }
+
+    fn subscription(&self) -> PlannedCommand {
+        PlannedCommand::new("az", "Read the subscription id")
             .args(["account", "show"])
             .opt("--query", "id")
             .opt("--output", "tsv")
-            .capture("SUBSCRIPTION"),
-        image_version(&n, keys)?,
-        g(cmd(format!(
-            "Wait for image version {IMAGE_VERSION} to replicate (often 8+ minutes)"
-        ))
-        .args(["sig", "image-version", "wait"]))
-        .opt("--gallery-name", &n.gallery)
-        .opt("--gallery-image-definition", &n.definition)
+            .capture("SUBSCRIPTION")
+    }
+
+    fn wait_for_image_version(&self) -> PlannedCommand {
+        self.az(
+            format!("Wait for image version {IMAGE_VERSION} to replicate (often 8+ minutes)"),
+            &["sig", "image-version", "wait"],
+        )
+        .opt("--gallery-name", &self.gallery)
+        .opt("--gallery-image-definition", &self.definition)
         .opt("--gallery-image-version", IMAGE_VERSION)
-        .arg("--created"),
-        g(cmd(format!("Create network security group {}", n.nsg))
-            .args(["network", "nsg", "create"])
-            .opt("--name", &n.nsg))
-        .opt("--location", &n.location),
-    ];
-    for (i, port) in opts.ports().into_iter().enumerate() {
-        let (rule, priority) = match i {
-            0 => ("attestation-agent".to_string(), AGENT_RULE_PRIORITY),
-            _ => (
-                format!("workload-{port}"),
-                WORKLOAD_RULE_PRIORITY + i as u32 - 1,
-            ),
-        };
-        cmds.push(
-            g(cmd(format!("Allow inbound TCP {port}"))
-                .args(["network", "nsg", "rule", "create"])
-                .opt("--nsg-name", &n.nsg))
-            .opt("--name", rule)
-            .opt("--priority", priority.to_string())
-            .opt("--direction", "Inbound")
-            .opt("--access", "Allow")
-            .opt("--protocol", "Tcp")
-            .opt("--destination-port-ranges", port.to_string()),
-        );
+        .arg("--created")
     }
-    let mut create = g(cmd(format!(
-        "Create the {tee} confidential VM {} ({size}) with vTPM and Secure Boot",
-        n.vm
-    ))
-    .args(["vm", "create"]))
-    .opt("--name", &n.vm)
-    .opt("--location", &n.location)
-    .opt("--size", size)
-    .opt("--image", n.image_version_id())
-    .arg("--specialized")
-    .opt("--security-type", "ConfidentialVM")
-    .opt("--os-disk-security-encryption-type", "VMGuestStateOnly")
-    .opt("--enable-vtpm", "true")
-    .opt("--enable-secure-boot", "true")
-    .opt("--public-ip-sku", "Standard")
-    .opt("--nsg", &n.nsg);
-    if let Some(gb) = opts.data_disk_gb {
-        create = create.opt("--data-disk-sizes-gb", gb.to_string());
+
+    /// The NSG and one inbound rule per port (the agent's first).
+    fn network_security_group(&self, ports: &[u16]) -> Vec<PlannedCommand> {
+        let mut cmds = vec![PlannedCommand::new(
+            "az",
+            format!("Create network security group {}", self.nsg),
+        )
+        .args(["network", "nsg", "create"])
+        .opt("--name", &self.nsg)
+        .opt("--resource-group", &self.group)
+        .opt("--location", &self.location)];
+        for (i, port) in ports.iter().enumerate() {
+            let (rule, priority) = match i {
+                0 => ("attestation-agent".to_string(), AGENT_RULE_PRIORITY),
+                _ => (
+                    format!("workload-{port}"),
+                    WORKLOAD_RULE_PRIORITY + i as u32 - 1,
+                ),
+            };
+            cmds.push(
+                PlannedCommand::new("az", format!("Allow inbound TCP {port}"))
+                    .args(["network", "nsg", "rule", "create"])
+                    .opt("--nsg-name", &self.nsg)
+                    .opt("--resource-group", &self.group)
+                    .opt("--name", rule)
+                    .opt("--priority", priority.to_string())
+                    .opt("--direction", "Inbound")
+                    .opt("--access", "Allow")
+                    .opt("--protocol", "Tcp")
+                    .opt("--destination-port-ranges", port.to_string()),
+            );
+        }
+        cmds
     }
-    cmds.push(create);
-    Ok(cmds)
+
+    /// A static Standard-SKU public IP; its address is captured for the verification.
+    fn static_ip(&self) -> PlannedCommand {
+        self.az(
+            format!("Reserve the static public IP {}", self.public_ip),
+            &["network", "public-ip", "create"],
+        )
+        .opt("--name", &self.public_ip)
+        .opt("--location", &self.location)
+        .opt("--sku", "Standard")
+        .opt("--allocation-method", "Static")
+        .opt("--query", "publicIp.ipAddress")
+        .opt("--output", "tsv")
+        .capture("IP")
+    }
+
+    fn create_vm(&self, tee: Tee, size: &str, data_disk_gb: Option<u32>) -> PlannedCommand {
+        let mut create = self
+            .az(
+                format!(
+                    "Create the {tee} confidential VM {} ({size}) with vTPM and Secure Boot",
+                    self.vm
+                ),
+                &["vm", "create"],
+            )
+            .opt("--name", &self.vm)
+            .opt("--location", &self.location)
+            .opt("--size", size)
+            .opt("--image", self.image_version_id())
+            .arg("--specialized")
+            .opt("--security-type", "ConfidentialVM")
+            .opt("--os-disk-security-encryption-type", "VMGuestStateOnly")
+            .opt("--enable-vtpm", "true")
+            .opt("--enable-secure-boot", "true")
+            .opt("--public-ip-address", &self.public_ip)
+            .opt("--nsg", &self.nsg)
+            // az checks for an SSH key even for a specialized image, whose VM it never sends one
+            // to (no osProfile): without this a machine lacking ~/.ssh/id_rsa.pub fails here.
+            // The key az may generate there is never used by this image.
+            .arg("--generate-ssh-keys");
+        if let Some(gb) = data_disk_gb {
+            create = create.opt("--data-disk-sizes-gb", gb.to_string());
+        }
+        create
+    }
 }
 
 /// The gallery image version, created through the REST API because `az sig image-version create`
@@ -255,7 +314,10 @@ fn image_version(n: &Names, keys: &SecureBootKeys) -> Result<PlannedCommand> {
     });
     let what = match keys {
         SecureBootKeys::Owner { pk, kek, db, .. } => {
-            let cert = |p| -> Result<serde_json::Value> { Ok(json!({ "type": "x509", "value": [base64(&read_file(p)?)] })) };
+            let cert = |p| -> Result<serde_json::Value> {
+                let der = read_key_file(p)?;
+                Ok(json!({ "type": "x509", "value": [base64::engine::general_purpose::STANDARD.encode(der)] }))
+            };
             properties["securityProfile"] = json!({ "uefiSettings": {
                 "signatureTemplateNames": ["NoSignatureTemplate"],
                 "additionalSignatures": { "pk": cert(pk)?, "kek": [cert(kek)?], "db": [cert(db)?] }
@@ -279,7 +341,7 @@ fn image_version(n: &Names, keys: &SecureBootKeys) -> Result<PlannedCommand> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{lines, out_dir};
+    use super::super::testutil::{lines, out_dir, verdict_lines};
     use super::super::{plan as plan_for, Cloud};
     use super::*;
 
@@ -294,9 +356,9 @@ mod tests {
         assert_eq!(gallery_name("MyCvm01"), "mycvm01");
         assert_eq!(gallery_name("_cvm_test."), "cvm_test");
         assert_eq!(gallery_name("!!"), "cvmgallery");
-        assert_eq!(size_tee("Standard_DC2es_v5"), Some(Tee::Tdx));
-        assert_eq!(size_tee("Standard_DC16ads_v5"), Some(Tee::Snp));
-        assert_eq!(size_tee("Standard_D2s_v5"), None);
+        assert_eq!(sizes::AZURE.tee_of("Standard_DC2es_v5"), Some(Tee::Tdx));
+        assert_eq!(sizes::AZURE.tee_of("Standard_DC16ads_v5"), Some(Tee::Snp));
+        assert_eq!(sizes::AZURE.tee_of("Standard_D2s_v5"), None);
     }
 
     #[test]
@@ -308,6 +370,7 @@ mod tests {
         };
         let cmds = plan_for(Cloud::Azure, &opts)?;
         let o = out.display();
+        let verdict = verdict_lines(&out, "azure", "IP");
         let body = r#"{"location":"eastus2","properties":{"publishingProfile":{"targetRegions":[{"name":"eastus2","regionalReplicaCount":1}]},"storageProfile":{"osDiskImage":{"hostCaching":"ReadOnly","source":{"storageAccountId":"/subscriptions/${SUBSCRIPTION}/resourceGroups/cvm_test_rg/providers/Microsoft.Storage/storageAccounts/cvmtest","uri":"https://cvmtest.blob.core.windows.net/cvm-image-storage/cvm_test.vhd"}}}}}"#;
         assert_eq!(
             lines(&cmds),
@@ -331,10 +394,15 @@ mod tests {
                 "az network nsg create --name cvm_test-nsg --resource-group cvm_test_rg --location eastus2".to_string(),
                 "az network nsg rule create --nsg-name cvm_test-nsg --resource-group cvm_test_rg --name attestation-agent \
                  --priority 100 --direction Inbound --access Allow --protocol Tcp --destination-port-ranges 8000".to_string(),
+                "IP=$(az network public-ip create --resource-group cvm_test_rg --name cvm_test-ip --location eastus2 \
+                 --sku Standard --allocation-method Static --query publicIp.ipAddress --output tsv)".to_string(),
                 "az vm create --resource-group cvm_test_rg --name cvm_test --location eastus2 --size Standard_DC2es_v5 \
                  --image \"/subscriptions/${SUBSCRIPTION}/resourceGroups/cvm_test_rg/providers/Microsoft.Compute/galleries/cvm_test/images/cvm_test-def/versions/1.0.0\" \
                  --specialized --security-type ConfidentialVM --os-disk-security-encryption-type VMGuestStateOnly \
-                 --enable-vtpm true --enable-secure-boot true --public-ip-sku Standard --nsg cvm_test-nsg".to_string(),
+                 --enable-vtpm true --enable-secure-boot true --public-ip-address cvm_test-ip --nsg cvm_test-nsg \
+                 --generate-ssh-keys".to_string(),
+                verdict[0].clone(),
+                verdict[1].clone(),
             ]
         );
         assert!(cmds[7]
@@ -355,12 +423,12 @@ mod tests {
             gallery: Some("gal1".into()),
             additional_ports: vec![443, 80],
             data_disk_gb: Some(64),
-            out_dir: out,
+            out_dir: out.clone(),
             ..Default::default()
         };
         let cmds = plan_for(Cloud::Azure, &opts)?;
         let l = lines(&cmds);
-        assert_eq!(l.len(), 14);
+        assert_eq!(l.len(), 17);
         // The REST body carries the certificates as base64 X.509 without Microsoft's template.
         let body_arg = cmds[7].args.last().unwrap();
         let body: serde_json::Value = serde_json::from_str(body_arg)?;
@@ -389,11 +457,18 @@ mod tests {
         assert_eq!(l[12], "az network nsg rule create --nsg-name node1-nsg --resource-group rg1 --name workload-80 --priority 201 --direction Inbound --access Allow --protocol Tcp --destination-port-ranges 80");
         assert_eq!(
             l[13],
+            "IP=$(az network public-ip create --resource-group rg1 --name node1-ip --location westeurope \
+             --sku Standard --allocation-method Static --query publicIp.ipAddress --output tsv)"
+        );
+        assert_eq!(
+            l[14],
             "az vm create --resource-group rg1 --name node1 --location westeurope --size Standard_DC2as_v5 \
              --image \"/subscriptions/${SUBSCRIPTION}/resourceGroups/rg1/providers/Microsoft.Compute/galleries/gal1/images/node1-def/versions/1.0.0\" \
              --specialized --security-type ConfidentialVM --os-disk-security-encryption-type VMGuestStateOnly \
-             --enable-vtpm true --enable-secure-boot true --public-ip-sku Standard --nsg node1-nsg --data-disk-sizes-gb 64"
+             --enable-vtpm true --enable-secure-boot true --public-ip-address node1-ip --nsg node1-nsg \
+             --generate-ssh-keys --data-disk-sizes-gb 64"
         );
+        assert_eq!(l[15..], verdict_lines(&out, "azure", "IP"));
         Ok(())
     }
 
@@ -408,5 +483,15 @@ mod tests {
         };
         let err = format!("{:#}", plan_for(Cloud::Azure, &opts).unwrap_err());
         assert!(err.contains("not a SEV-SNP confidential VM size"), "{err}");
+        // The EC (memory-optimised) confidential families are sizes like the DC ones.
+        for (tee, size) in [(Tee::Snp, "Standard_EC4as_v5"), (Tee::Tdx, "Standard_EC8eds_v5")] {
+            let opts = DeployOptions {
+                tee: Some(tee),
+                machine_type: Some(size.into()),
+                ..opts.clone()
+            };
+            let cmds = plan_for(Cloud::Azure, &opts).unwrap();
+            assert!(cmds[12].args.contains(&size.to_string()), "{:?}", cmds[12]);
+        }
     }
 }

@@ -21,6 +21,7 @@
 //! written without it (as here) decodes the same — `uefivars -i aws` reads ours back (tested).
 
 use anyhow::{Context, Result};
+use base64::Engine as _;
 use std::io::Write;
 
 use super::authvar::PolicyVar;
@@ -115,7 +116,7 @@ pub fn blob_bytes(vars: &[AwsVariable]) -> Result<Vec<u8>> {
 
 /// The blob as `--uefi-data` takes it and `uefivars -o aws` writes it: base64 text.
 pub fn blob(vars: &[AwsVariable]) -> Result<String> {
-    Ok(crate::deploy::base64(&blob_bytes(vars)?))
+    Ok(base64::engine::general_purpose::STANDARD.encode(blob_bytes(vars)?))
 }
 
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78, init and final XOR 0xFFFFFFFF).
@@ -214,7 +215,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         let p = dir.join("bad.bin");
-        fs::write(&p, crate::deploy::base64(&bytes)).unwrap();
+        fs::write(&p, base64::engine::general_purpose::STANDARD.encode(&bytes)).unwrap();
         let out = run(
             "uefivars",
             &["-i", "aws", "-o", "json", "-I", p.to_str().unwrap()],
