@@ -35,7 +35,10 @@ const CAPTURED: [(&str, &str); 8] = [
 ];
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The venv scripts/deps.sh installs the pinned CLIs into; panics when it is missing or stale.
@@ -44,7 +47,8 @@ fn cloud_cli_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cvm-image"));
     let venv = cache.join("cloud-cli");
-    let pins = std::fs::read_to_string(repo_root().join("scripts/cloud-cli-requirements.txt")).unwrap();
+    let pins =
+        std::fs::read_to_string(repo_root().join("scripts/cloud-cli-requirements.txt")).unwrap();
     let installed = std::fs::read_to_string(venv.join("requirements.txt")).unwrap_or_default();
     assert!(
         installed == pins && venv.join("bin/aws").is_file() && venv.join("bin/az").is_file(),
@@ -61,7 +65,8 @@ struct Sandbox {
 
 impl Sandbox {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("cvm-deploy-cli-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cvm-deploy-cli-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for d in ["home", "azure", "gcloud", "agent", "out/secure-boot"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -140,13 +145,19 @@ impl Sandbox {
             .env("PATH", path)
             .env("HOME", self.dir.join("home"))
             .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-            .env("AWS_SECRET_ACCESS_KEY", "fake-secret-for-a-loopback-endpoint")
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                "fake-secret-for-a-loopback-endpoint",
+            )
             .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
             .env("AWS_MAX_ATTEMPTS", "1")
             .env("AWS_RETRY_MODE", "standard")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", self.dir.join("home/aws-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.join("home/aws-credentials"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.dir.join("home/aws-credentials"),
+            )
             .env("AZURE_CONFIG_DIR", self.dir.join("azure"))
             .env("AZURE_CORE_COLLECT_TELEMETRY", "false")
             .env("CLOUDSDK_CONFIG", self.dir.join("gcloud"))

@@ -227,7 +227,10 @@ impl<'a> Target<'a> {
             .opt("--domain", "vpc")
             .opt(
                 "--tag-specifications",
-                format!("ResourceType=elastic-ip,Tags=[{{Key=Name,Value={}}}]", self.vm),
+                format!(
+                    "ResourceType=elastic-ip,Tags=[{{Key=Name,Value={}}}]",
+                    self.vm
+                ),
             )
             .opt("--query", "AllocationId")
             .opt("--output", "text")
@@ -431,12 +434,18 @@ mod tests {
             machine_type: Some("m6a.12xlarge".into()),
             ..base.clone()
         });
-        assert!(e.contains("m6a runs SEV-SNP only in the listed sizes"), "{e}");
+        assert!(
+            e.contains("m6a runs SEV-SNP only in the listed sizes"),
+            "{e}"
+        );
         let e = err(DeployOptions {
             region: Some("us-west-2".into()),
             ..base.clone()
         });
-        assert!(e.contains("--region us-west-2 has no SEV-SNP instances on aws"), "{e}");
+        assert!(
+            e.contains("--region us-west-2 has no SEV-SNP instances on aws"),
+            "{e}"
+        );
         let keys_no_blob = out_dir("aws-noblob", true, None);
         let o = DeployOptions {
             bucket: Some("b".into()),

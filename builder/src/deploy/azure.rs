@@ -158,14 +158,17 @@ impl Names {
                 .args(["storage", "container", "create"])
                 .opt("--name", CONTAINER)
                 .opt("--account-name", &self.account),
-            PlannedCommand::new("az", format!("Upload {artifact} as page blob {}", self.blob))
-                .args(["storage", "blob", "upload"])
-                .opt("--account-name", &self.account)
-                .opt("--container-name", CONTAINER)
-                .opt("--name", &self.blob)
-                .opt("--file", artifact)
-                .opt("--type", "page")
-                .arg("--overwrite"),
+            PlannedCommand::new(
+                "az",
+                format!("Upload {artifact} as page blob {}", self.blob),
+            )
+            .args(["storage", "blob", "upload"])
+            .opt("--account-name", &self.account)
+            .opt("--container-name", CONTAINER)
+            .opt("--name", &self.blob)
+            .opt("--file", artifact)
+            .opt("--type", "page")
+            .arg("--overwrite"),
         ]
     }
 
@@ -221,14 +224,14 @@ impl Names {
 
     /// The NSG and one inbound rule per port (the agent's first).
     fn network_security_group(&self, ports: &[u16]) -> Vec<PlannedCommand> {
-        let mut cmds = vec![PlannedCommand::new(
-            "az",
-            format!("Create network security group {}", self.nsg),
-        )
-        .args(["network", "nsg", "create"])
-        .opt("--name", &self.nsg)
-        .opt("--resource-group", &self.group)
-        .opt("--location", &self.location)];
+        let mut cmds =
+            vec![
+                PlannedCommand::new("az", format!("Create network security group {}", self.nsg))
+                    .args(["network", "nsg", "create"])
+                    .opt("--name", &self.nsg)
+                    .opt("--resource-group", &self.group)
+                    .opt("--location", &self.location),
+            ];
         for (i, port) in ports.iter().enumerate() {
             let (rule, priority) = match i {
                 0 => ("attestation-agent".to_string(), AGENT_RULE_PRIORITY),
@@ -484,7 +487,10 @@ mod tests {
         let err = format!("{:#}", plan_for(Cloud::Azure, &opts).unwrap_err());
         assert!(err.contains("not a SEV-SNP confidential VM size"), "{err}");
         // The EC (memory-optimised) confidential families are sizes like the DC ones.
-        for (tee, size) in [(Tee::Snp, "Standard_EC4as_v5"), (Tee::Tdx, "Standard_EC8eds_v5")] {
+        for (tee, size) in [
+            (Tee::Snp, "Standard_EC4as_v5"),
+            (Tee::Tdx, "Standard_EC8eds_v5"),
+        ] {
             let opts = DeployOptions {
                 tee: Some(tee),
                 machine_type: Some(size.into()),

@@ -56,7 +56,8 @@ pub(super) fn plan(opts: &DeployOptions, keys: &SecureBootKeys) -> Result<Vec<Pl
 
 impl<'a> Target<'a> {
     fn new(opts: &'a DeployOptions) -> Result<Self> {
-        let project = opts.required(&opts.project, "--project", "the GCP project to deploy into")?;
+        let project =
+            opts.required(&opts.project, "--project", "the GCP project to deploy into")?;
         let bucket = opts.required(
             &opts.bucket,
             "--bucket",

@@ -90,7 +90,12 @@ impl DeployOptions {
         ports
     }
 
-    pub fn required<'a>(&self, value: &'a Option<String>, flag: &str, why: &str) -> Result<&'a str> {
+    pub fn required<'a>(
+        &self,
+        value: &'a Option<String>,
+        flag: &str,
+        why: &str,
+    ) -> Result<&'a str> {
         match value.as_deref() {
             Some(v) if !v.is_empty() => Ok(v),
             _ => bail!("missing required option {flag}: {why}"),

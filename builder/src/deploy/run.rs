@@ -23,9 +23,7 @@ fn install_hint(program: &str) -> &'static str {
 /// Finds `program` on `PATH` (or as given, when it is a path).
 fn find_program(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
-        return Path::new(program)
-            .is_file()
-            .then(|| PathBuf::from(program));
+        return Path::new(program).is_file().then(|| PathBuf::from(program));
     }
     std::env::var_os("PATH")
         .into_iter()

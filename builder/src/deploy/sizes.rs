@@ -353,8 +353,14 @@ mod tests {
             ("m6a.metal", "m6a"),
         ] {
             let e = err(&AWS, above, Tee::Snp);
-            assert!(e.contains(&format!("{family} runs SEV-SNP only in the listed sizes")), "{e}");
-            assert!(e.contains("m6a.{large,xlarge,2xlarge,4xlarge,8xlarge}"), "{e}");
+            assert!(
+                e.contains(&format!("{family} runs SEV-SNP only in the listed sizes")),
+                "{e}"
+            );
+            assert!(
+                e.contains("m6a.{large,xlarge,2xlarge,4xlarge,8xlarge}"),
+                "{e}"
+            );
             assert!(e.contains("sev-snp.html"), "{e}");
         }
         let e = err(&AWS, "m5.large", Tee::Snp);
@@ -368,8 +374,14 @@ mod tests {
     fn aws_regions_are_the_two_with_snp() {
         AWS.check_region("us-east-2", Tee::Snp).unwrap();
         AWS.check_region("eu-west-1", Tee::Snp).unwrap();
-        let e = AWS.check_region("us-east-1", Tee::Snp).unwrap_err().to_string();
-        assert!(e.contains("--region us-east-1 has no SEV-SNP instances on aws"), "{e}");
+        let e = AWS
+            .check_region("us-east-1", Tee::Snp)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--region us-east-1 has no SEV-SNP instances on aws"),
+            "{e}"
+        );
         assert!(e.contains("in us-east-2, eu-west-1"), "{e}");
         GCP.check_region("anything-1-a", Tee::Tdx).unwrap();
     }
@@ -415,10 +427,16 @@ mod tests {
         let e = err(&AZURE, "Standard_EC4es_v5", Tee::Snp);
         assert!(e.contains("but a TDX one (ECesv5)"), "{e}");
         let e = err(&AZURE, "Standard_EC128as_v5", Tee::Snp);
-        assert!(e.contains("ECasv5 runs SEV-SNP only in the listed sizes"), "{e}");
+        assert!(
+            e.contains("ECasv5 runs SEV-SNP only in the listed sizes"),
+            "{e}"
+        );
         let e = err(&AZURE, "Standard_D2s_v5", Tee::Tdx);
         assert!(e.contains("not a TDX confidential VM size"), "{e}");
-        assert!(e.contains("ECedsv5 Standard_EC{2,4,8,16,32,48,64,128}eds_v5"), "{e}");
+        assert!(
+            e.contains("ECedsv5 Standard_EC{2,4,8,16,32,48,64,128}eds_v5"),
+            "{e}"
+        );
     }
 
     #[test]

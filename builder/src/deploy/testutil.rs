@@ -12,7 +12,12 @@ pub fn out_dir(name: &str, keys: bool, aws_blob: Option<&[u8]>) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cvm-deploy-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join(SECURE_BOOT_DIR)).unwrap();
-    for a in ["gcp-disk.tar.gz", "aws-disk.vmdk", "azure-disk.vhd", GOLDEN_FILE] {
+    for a in [
+        "gcp-disk.tar.gz",
+        "aws-disk.vmdk",
+        "azure-disk.vhd",
+        GOLDEN_FILE,
+    ] {
         std::fs::write(dir.join(a), b"").unwrap();
     }
     if keys {

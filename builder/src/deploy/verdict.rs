@@ -27,7 +27,13 @@ pub fn steps(cloud: Cloud, opts: &DeployOptions, ip_var: &str) -> Result<Vec<Pla
             POLL_DELAY_S * POLL_TRIES / 60
         ),
     )
-    .args(["--silent", "--show-error", "--fail", "--output", "/dev/null"])
+    .args([
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--output",
+        "/dev/null",
+    ])
     .opt("--connect-timeout", "5")
     .opt("--retry", POLL_TRIES.to_string())
     .opt("--retry-delay", POLL_DELAY_S.to_string())
