@@ -60,6 +60,41 @@ fn no_import_cycle_in_any_crate() {
     );
 }
 
+/// The same rule one level up: a top-level module with its submodules (a directory such as
+/// `qemu/`) is one unit, so `qemu/mod.rs → reference/ → qemu/cmdline.rs` is a cycle even though no
+/// two files name each other.
+#[test]
+fn no_import_cycle_between_top_level_modules() {
+    let mut report = vec![];
+    for dir in workspace_crates() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let graph = top_level(&graph_of(&dir.join("src")));
+        for cycle in cycles(&graph) {
+            report.push(format!("{name}: {}", describe(&graph, &cycle)));
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "import cycles between top-level modules (a command that drives both belongs above both):\n{}",
+        report.join("\n")
+    );
+}
+
+/// `graph` with every module folded into its top-level module; edges inside one are dropped.
+fn top_level(graph: &Graph) -> Graph {
+    let top = |m: &ModPath| m.iter().take(1).cloned().collect::<ModPath>();
+    let mut folded = Graph::new();
+    for (from, edges) in graph {
+        let entry = folded.entry(top(from)).or_default();
+        for (to, site) in edges {
+            if top(to) != top(from) && !to.is_empty() {
+                entry.entry(top(to)).or_insert_with(|| site.clone());
+            }
+        }
+    }
+    folded
+}
+
 /// The module of a file at `rel` (relative to `src/`).
 fn module_path(rel: &Path) -> ModPath {
     let mut parts: ModPath = rel

@@ -4,6 +4,7 @@
 
 pub use crate::qemu::RunArgs;
 use crate::qemu::{cmdline, console, prepare, Outcome, Vm};
+use crate::reference;
 use anyhow::{bail, Context, Result};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -33,6 +34,7 @@ fn interrupt_flag() -> Result<Arc<AtomicBool>> {
 /// `cvm-image run`.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let cfg = prepare(args)?;
+    reference::warn_if_qemu_differs(&cfg.lock, reference::Variant::of(args.secure_boot), &cfg.qemu);
     let interrupted = interrupt_flag()?;
     let grace = Duration::from_secs(args.grace);
     let mut vm = Vm::start(&cfg)?;

@@ -32,7 +32,6 @@ pub use state::RunState;
 pub use timing::{boot_timing, BootTiming};
 pub use vm::{Ended, Outcome, Vm, VmConfig};
 
-use crate::reference;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
@@ -106,7 +105,6 @@ pub fn prepare(args: &RunArgs) -> Result<VmConfig> {
             fw.version
         );
     }
-    warn_if_qemu_differs(&fw.lock, reference::Variant::of(args.secure_boot), &qemu);
     let (ovmf_code, ovmf_vars_template) = if args.secure_boot {
         (fw.secure_boot_code, enrolled_vars(&args.out)?)
     } else {
@@ -114,6 +112,7 @@ pub fn prepare(args: &RunArgs) -> Result<VmConfig> {
     };
     Ok(VmConfig {
         out: args.out.clone(),
+        lock: fw.lock.clone(),
         disk,
         disk_format,
         ovmf_code,
@@ -127,20 +126,6 @@ pub fn prepare(args: &RunArgs) -> Result<VmConfig> {
         echo_console: !args.detach,
         die_with_runner: !args.detach,
     })
-}
-
-/// One line on stderr when `qemu` is not the QEMU the pinned reference boot of `variant` was
-/// recorded with (PCR 1 may then differ). Silent when there is nothing to compare.
-fn warn_if_qemu_differs(lock_path: &Path, variant: reference::Variant, qemu: &Path) {
-    let Some(recorded) = reference::pinned_quietly(lock_path, variant) else {
-        return;
-    };
-    let Ok(host) = tools::first_line_of(qemu, "--version") else {
-        return;
-    };
-    if let Some(warning) = reference::qemu_version_warning(&recorded, &host) {
-        eprintln!("{warning}");
-    }
 }
 
 /// The variable store with the owner's keys enrolled, written by `build --keys`.

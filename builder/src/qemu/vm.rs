@@ -36,6 +36,9 @@ static RUN_SEQ: AtomicU32 = AtomicU32::new(0);
 pub struct VmConfig {
     /// Output directory: console.log, console.timed.log, qemu.log and run.json go here.
     pub out: PathBuf,
+    /// The cvm-image.lock the firmware was resolved from; its pinned reference boots say which QEMU
+    /// the prediction was recorded with.
+    pub lock: PathBuf,
     pub disk: PathBuf,
     /// QEMU block format of `disk`: "raw" or "qcow2".
     pub disk_format: &'static str,

@@ -369,6 +369,20 @@ pub fn pinned_quietly(lock_path: &Path, variant: Variant) -> Option<Reference> {
     parse(&bytes, variant).ok()
 }
 
+/// One line on stderr when `qemu` is not the QEMU the pinned reference boot of `variant` was
+/// recorded with (PCR 1 may then differ). Silent when there is nothing to compare.
+pub fn warn_if_qemu_differs(lock_path: &Path, variant: Variant, qemu: &Path) {
+    let Some(recorded) = pinned_quietly(lock_path, variant) else {
+        return;
+    };
+    let Ok(host) = crate::qemu::tools::first_line_of(qemu, "--version") else {
+        return;
+    };
+    if let Some(warning) = qemu_version_warning(&recorded, &host) {
+        eprintln!("{warning}");
+    }
+}
+
 /// `cvm-image run`'s warning when the host's QEMU is not the one the reference was recorded with.
 pub fn qemu_version_warning(reference: &Reference, host_version: &str) -> Option<String> {
     let recorded = &reference.recorded_with.qemu_version;
