@@ -196,7 +196,7 @@ struct Want {
 fn wants(config: &BootConfig) -> Result<Vec<Want>> {
     let mut w = Vec::new();
     let mut push = |what: String, text: &str, by_type: bool| -> Result<()> {
-        let key = parse_uuid(text).map_err(anyhow::Error::msg)?;
+        let key = parse_uuid(text)?;
         w.push(Want { what, key, by_type });
         Ok(())
     };

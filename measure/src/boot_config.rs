@@ -156,8 +156,8 @@ impl BootConfig {
 
 impl RootConfig {
     fn validate(&self) -> Result<(), BootConfigError> {
-        parse_uuid(&self.data_partuuid).map_err(|p| field("root.data_partuuid", p))?;
-        parse_uuid(&self.hash_partuuid).map_err(|p| field("root.hash_partuuid", p))?;
+        parse_uuid(&self.data_partuuid).map_err(|p| field("root.data_partuuid", p.to_string()))?;
+        parse_uuid(&self.hash_partuuid).map_err(|p| field("root.hash_partuuid", p.to_string()))?;
         self.root_hash_bytes()?;
         self.salt_bytes()?;
         if self.data_blocks == 0 {
@@ -186,8 +186,10 @@ impl RootConfig {
 
 impl WorkloadConfig {
     fn validate(&self) -> Result<(), BootConfigError> {
-        parse_uuid(&self.data_type_guid).map_err(|p| field("workload.data_type_guid", p))?;
-        parse_uuid(&self.hash_type_guid).map_err(|p| field("workload.hash_type_guid", p))?;
+        parse_uuid(&self.data_type_guid)
+            .map_err(|p| field("workload.data_type_guid", p.to_string()))?;
+        parse_uuid(&self.hash_type_guid)
+            .map_err(|p| field("workload.hash_type_guid", p.to_string()))?;
         if self.data_type_guid == self.hash_type_guid {
             return Err(field(
                 "workload.hash_type_guid",
@@ -207,24 +209,33 @@ fn field(field: &'static str, problem: impl Into<String>) -> BootConfigError {
     }
 }
 
+/// A textual UUID that [`parse_uuid`] refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum UuidError {
+    #[error("{0:?} is not a UUID (want xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")]
+    Shape(String),
+    #[error("{0:?}: write UUIDs in lowercase")]
+    Uppercase(String),
+    #[error("{0:?}: {1}")]
+    Hex(String, hex::FromHexError),
+}
+
 /// Parses a textual UUID/GUID ("8-4-4-4-12" hex digits, lowercase) into its 16 bytes in textual
 /// (RFC 4122) order. GPT stores GUIDs mixed-endian on disk; converting is the reader's job.
-pub fn parse_uuid(text: &str) -> Result<[u8; 16], String> {
+pub fn parse_uuid(text: &str) -> Result<[u8; 16], UuidError> {
     let groups: Vec<&str> = text.split('-').collect();
     let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
     if lens != [8, 4, 4, 4, 12] {
-        return Err(format!(
-            "{text:?} is not a UUID (want xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
-        ));
+        return Err(UuidError::Shape(text.into()));
     }
     let hex_digits: String = groups.concat();
     if hex_digits.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(format!("{text:?}: write UUIDs in lowercase"));
+        return Err(UuidError::Uppercase(text.into()));
     }
-    let bytes = hex::decode(&hex_digits).map_err(|e| format!("{text:?}: {e}"))?;
-    bytes
-        .try_into()
-        .map_err(|_| format!("{text:?}: not 16 bytes"))
+    let mut bytes = [0u8; 16];
+    // 32 hex digits (the group lengths add up to 32), so a successful decode fills all 16 bytes.
+    hex::decode_to_slice(&hex_digits, &mut bytes).map_err(|e| UuidError::Hex(text.into(), e))?;
+    Ok(bytes)
 }
 
 /// Formats 16 bytes (textual order) as a lowercase UUID string.

@@ -287,34 +287,36 @@ pub fn parse_log(text: &str) -> Result<Vec<RuntimeEvent>, EventLogError> {
                 events.len()
             )));
         }
-        events.push(record_to_event(record).map_err(bad)?);
+        events.push(record_to_event(record, line)?);
     }
     Ok(events)
 }
 
-fn record_to_event(record: LogRecord) -> Result<RuntimeEvent, String> {
+/// The event of one record (`line` of the log, for the error).
+fn record_to_event(record: LogRecord, line: usize) -> Result<RuntimeEvent, EventLogError> {
+    let bad = |problem: String| EventLogError::Record { line, problem };
     if record.content_type != CONTENT_TYPE {
-        return Err(format!(
+        return Err(bad(format!(
             "content_type {:?}, expected {CONTENT_TYPE:?}",
             record.content_type
-        ));
+        )));
     }
     if record.digests.is_empty() {
-        return Err("no digest: every record names at least one bank".into());
+        return Err(bad("no digest: every record names at least one bank".into()));
     }
     let mut digests = BTreeMap::new();
     for d in &record.digests {
-        let (bank, digest) = parse_digest(d)?;
+        let (bank, digest) = parse_digest(d, line)?;
         if let Some(data) = &record.content.data {
             if bank.hash(data.as_bytes()).as_deref() != Some(digest.as_slice()) {
-                return Err(format!(
+                return Err(bad(format!(
                     "content.data does not hash to the {bank} digest of {:?}",
                     record.content.description
-                ));
+                )));
             }
         }
         if digests.insert(bank, digest).is_some() {
-            return Err(format!("two {bank} digests"));
+            return Err(bad(format!("two {bank} digests")));
         }
     }
     Ok(RuntimeEvent {
@@ -326,20 +328,27 @@ fn record_to_event(record: LogRecord) -> Result<RuntimeEvent, String> {
 }
 
 /// One `{"hashAlg", "digest"}` of a bank this crate can replay, with the bank's digest length.
-fn parse_digest(d: &LogDigest) -> Result<(HashAlg, Vec<u8>), String> {
+fn parse_digest(d: &LogDigest, line: usize) -> Result<(HashAlg, Vec<u8>), EventLogError> {
+    let bad = |problem: String| EventLogError::Record { line, problem };
     let bank = HashAlg::from_name(&d.hash_alg)
         .filter(|b| HASHABLE_BANKS.contains(b))
         .ok_or_else(|| {
-            format!(
+            bad(format!(
                 "hashAlg {:?}: expected one of sha1, sha256, sha384, sha512",
                 d.hash_alg
-            )
+            ))
         })?;
     let len = bank.digest_len().unwrap_or_default();
     let digest = hex::decode(&d.digest)
         .ok()
         .filter(|v| v.len() == len)
-        .ok_or_else(|| format!("{bank} digest {:?} is not {} hex digits", d.digest, len * 2))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "{bank} digest {:?} is not {} hex digits",
+                d.digest,
+                len * 2
+            ))
+        })?;
     Ok((bank, digest))
 }
 

@@ -17,7 +17,7 @@ use crate::attest::signing_key::{verify_signing_key, VerifiedSigningKey};
 use crate::attest::tee_report_data;
 use crate::attest::tpm2::{Public, TPM_ALG_SHA256};
 use crate::ekcert;
-use crate::error::{attest_failure, Kind, Result, ResultExt, VerifyError};
+use crate::error::{Kind, Result, ResultExt, VerifyError};
 use crate::evidence::{
     parse_eventlog, parse_runtime, pcr_values, Evidence, Origin, PcrValues, Quote,
 };
@@ -401,8 +401,7 @@ fn check_ek_certificate(
                 ))
             }
         };
-        let chain =
-            ekcert::verify_ek_certificate(&der, bundle, ek, now_unix).map_err(attest_failure)?;
+        let chain = ekcert::verify_ek_certificate(&der, bundle, ek, now_unix)?;
         Ok(format!(
             "{} EK certificate chain {}",
             c.ek_type,

@@ -7,8 +7,9 @@
 //! its public key must be the EK the credential was encrypted to — otherwise the certificate would
 //! vouch for some other TPM.
 
+use crate::attest::error::{bail, ensure, Classify, Context, Error, Result};
 use crate::attest::tpm2::{Public, PublicKey};
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{ResultExt, VerifyError};
 use der::{Decode, Encode};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::{Pkcs1v15Sign, RsaPublicKey};
@@ -25,20 +26,20 @@ const OID_ECDSA_WITH_SHA256: &str = "1.2.840.10045.4.3.2";
 const OID_ECDSA_WITH_SHA384: &str = "1.2.840.10045.4.3.3";
 
 /// Reads a PEM bundle of trusted EK CA certificates.
-pub fn load_bundle(path: &Path) -> Result<Vec<Certificate>> {
-    let pem = std::fs::read(path)
-        .with_context(|| format!("cannot read the EK CA bundle {}", path.display()))?;
+pub fn load_bundle(path: &Path) -> crate::error::Result<Vec<Certificate>> {
+    let pem =
+        std::fs::read(path).input(format!("cannot read the EK CA bundle {}", path.display()))?;
     parse_bundle(&pem, &path.display().to_string())
 }
 
 /// Parses a PEM bundle of trusted EK CA certificates; `what` names it in errors.
-pub fn parse_bundle(pem: &[u8], what: &str) -> Result<Vec<Certificate>> {
-    let certs = Certificate::load_pem_chain(pem).with_context(|| {
-        format!(
-            "{what} is not a PEM bundle of X.509 certificates (`cvm-image run` writes OUT/ek-ca.pem)"
-        )
-    })?;
-    ensure!(!certs.is_empty(), "{what} holds no certificate");
+pub fn parse_bundle(pem: &[u8], what: &str) -> crate::error::Result<Vec<Certificate>> {
+    let certs = Certificate::load_pem_chain(pem).input(format!(
+        "{what} is not a PEM bundle of X.509 certificates (`cvm-image run` writes OUT/ek-ca.pem)"
+    ))?;
+    if certs.is_empty() {
+        return Err(VerifyError::input(format!("{what} holds no certificate")));
+    }
     Ok(certs)
 }
 
@@ -50,7 +51,8 @@ pub fn verify_ek_certificate(
     ek: &Public,
     now_unix: u64,
 ) -> Result<Vec<String>> {
-    let leaf = Certificate::from_der(ek_cert_der).context("the EK certificate is not X.509 DER")?;
+    let leaf = Certificate::from_der(ek_cert_der)
+        .or_err(Error::Malformed, "the EK certificate is not X.509 DER")?;
     check_key_is_ek(&leaf, ek)?;
     let mut chain = vec![leaf.tbs_certificate.subject.to_string()];
     let mut current = leaf;
@@ -64,7 +66,10 @@ pub fn verify_ek_certificate(
         chain.push(issuer.tbs_certificate.subject.to_string());
         current = issuer.clone();
     }
-    bail!("the EK certificate chain is longer than {MAX_CHAIN_DEPTH} certificates")
+    bail!(
+        CertificateChain,
+        "the EK certificate chain is longer than {MAX_CHAIN_DEPTH} certificates"
+    )
 }
 
 /// The certificate of `bundle` that issued `cert` (Name match and verified signature).
@@ -89,6 +94,7 @@ fn find_issuer<'b>(cert: &Certificate, bundle: &'b [Certificate]) -> Result<&'b 
             )
         }),
         None => bail!(
+            CertificateChain,
             "{} was issued by {issuer_name}, which is not in the EK CA bundle (is --ek-ca the CA \
              of this VM's TPM?)",
             cert.tbs_certificate.subject
@@ -104,6 +110,7 @@ fn check_validity(cert: &Certificate, now_unix: u64) -> Result<()> {
     );
     ensure!(
         (from..=until).contains(&now_unix),
+        CertificateChain,
         "{} is valid from {from} to {until} (unix time), not now ({now_unix})",
         cert.tbs_certificate.subject
     );
@@ -115,16 +122,16 @@ fn verify_signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
     let tbs = cert
         .tbs_certificate
         .to_der()
-        .context("re-encoding the TBSCertificate")?;
-    let sig = cert
-        .signature
-        .as_bytes()
-        .context("the certificate signature has unused bits")?;
+        .or_err(Error::Malformed, "re-encoding the TBSCertificate")?;
+    let sig = cert.signature.as_bytes().or_err(
+        Error::Malformed,
+        "the certificate signature has unused bits",
+    )?;
     let spki = issuer
         .tbs_certificate
         .subject_public_key_info
         .to_der()
-        .context("re-encoding the issuer's public key")?;
+        .or_err(Error::Malformed, "re-encoding the issuer's public key")?;
     match cert.signature_algorithm.oid.to_string().as_str() {
         OID_SHA256_WITH_RSA => verify_rsa(
             &spki,
@@ -140,30 +147,38 @@ fn verify_signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
         ),
         OID_ECDSA_WITH_SHA256 => verify_ecdsa(&spki, &Sha256::digest(&tbs), sig),
         OID_ECDSA_WITH_SHA384 => verify_ecdsa(&spki, &Sha384::digest(&tbs), sig),
-        other => bail!("certificate signature algorithm {other} is not supported"),
+        other => bail!(
+            Unsupported,
+            "certificate signature algorithm {other} is not supported"
+        ),
     }
 }
 
 fn verify_rsa(spki: &[u8], scheme: Pkcs1v15Sign, digest: &[u8], sig: &[u8]) -> Result<()> {
-    let key = RsaPublicKey::from_public_key_der(spki).context("the issuer's key is not RSA")?;
+    let key = RsaPublicKey::from_public_key_der(spki)
+        .or_err(Error::Unsupported, "the issuer's key is not RSA")?;
     key.verify(scheme, digest, sig)
-        .context("RSA signature does not verify")
+        .or_err(Error::Signature, "RSA signature does not verify")
 }
 
 /// ECDSA with the issuer's curve (P-256 or P-384), signature DER-encoded.
 fn verify_ecdsa(spki: &[u8], digest: &[u8], sig: &[u8]) -> Result<()> {
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
     if let Ok(key) = p256::ecdsa::VerifyingKey::from_public_key_der(spki) {
-        let sig = p256::ecdsa::Signature::from_der(sig).context("ECDSA P-256 signature DER")?;
+        let sig = p256::ecdsa::Signature::from_der(sig)
+            .or_err(Error::Malformed, "ECDSA P-256 signature DER")?;
         return key
             .verify_prehash(digest, &sig)
-            .context("ECDSA P-256 signature does not verify");
+            .or_err(Error::Signature, "ECDSA P-256 signature does not verify");
     }
-    let key = p384::ecdsa::VerifyingKey::from_public_key_der(spki)
-        .context("the issuer's key is neither RSA, P-256 nor P-384")?;
-    let sig = p384::ecdsa::Signature::from_der(sig).context("ECDSA P-384 signature DER")?;
+    let key = p384::ecdsa::VerifyingKey::from_public_key_der(spki).or_err(
+        Error::Unsupported,
+        "the issuer's key is neither RSA, P-256 nor P-384",
+    )?;
+    let sig = p384::ecdsa::Signature::from_der(sig)
+        .or_err(Error::Malformed, "ECDSA P-384 signature DER")?;
     key.verify_prehash(digest, &sig)
-        .context("ECDSA P-384 signature does not verify")
+        .or_err(Error::Signature, "ECDSA P-384 signature does not verify")
 }
 
 /// The certificate's subject public key must be the EK (same RSA modulus and exponent, or the same
@@ -173,19 +188,26 @@ fn check_key_is_ek(cert: &Certificate, ek: &Public) -> Result<()> {
         .tbs_certificate
         .subject_public_key_info
         .to_der()
-        .context("re-encoding the EK certificate's public key")?;
+        .or_err(
+            Error::Malformed,
+            "re-encoding the EK certificate's public key",
+        )?;
     let same = match &ek.key {
         PublicKey::Rsa { modulus, exponent } => {
-            let key = RsaPublicKey::from_public_key_der(&spki)
-                .context("the EK certificate's key is not RSA, but the EK is")?;
+            let key = RsaPublicKey::from_public_key_der(&spki).or_err(
+                Error::Key,
+                "the EK certificate's key is not RSA, but the EK is",
+            )?;
             use rsa::traits::PublicKeyParts;
             key.n().to_bytes_be() == strip_zeros(modulus)
                 && key.e().to_bytes_be() == rsa::BigUint::from(*exponent).to_bytes_be()
         }
         PublicKey::EccP256 { x, y } => {
             use p256::elliptic_curve::sec1::ToEncodedPoint;
-            let key = p256::PublicKey::from_public_key_der(&spki)
-                .context("the EK certificate's key is not P-256, but the EK is")?;
+            let key = p256::PublicKey::from_public_key_der(&spki).or_err(
+                Error::Key,
+                "the EK certificate's key is not P-256, but the EK is",
+            )?;
             let point = key.to_encoded_point(false);
             point.x().map(|v| v.as_slice()) == Some(&x[..])
                 && point.y().map(|v| v.as_slice()) == Some(&y[..])
@@ -193,6 +215,7 @@ fn check_key_is_ek(cert: &Certificate, ek: &Public) -> Result<()> {
     };
     ensure!(
         same,
+        Key,
         "the EK certificate certifies another key than the EK the agent serves (ek_public)"
     );
     Ok(())

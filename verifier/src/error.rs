@@ -130,12 +130,6 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// An error of a module that still reports with `anyhow` (the EK certificate check), as a failed
-/// check: its whole chain is the message, as the verdict shows it.
-pub(crate) fn attest_failure(e: anyhow::Error) -> VerifyError {
-    VerifyError::check(format!("{e:#}"))
-}
-
 pub type Result<T, E = VerifyError> = std::result::Result<T, E>;
 
 /// `anyhow`-like context for any error: wraps it, as the source, in a [`VerifyError`] of a kind.

@@ -2,7 +2,7 @@
 //! a spec measures, per deployment profile. The builder writes it (`cvm-image build`/`measure`); the
 //! host verifier and the guest agent's peer verifier read it.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Kind, Result, ResultExt, VerifyError};
 use cvm_measure::eventlog::ExpectedEvent;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -66,24 +66,24 @@ pub fn load_golden(path: &Path) -> Result<Golden> {
 
 /// The golden file's bytes (read once, so that the signed bytes are the parsed bytes).
 pub fn read_golden(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read the golden file {}", path.display()))
+    std::fs::read(path).input(format!("cannot read the golden file {}", path.display()))
 }
 
 /// Parse and check golden-file `bytes` read from `path`.
 pub fn parse_golden(bytes: &[u8], path: &Path) -> Result<Golden> {
-    let g: Golden = serde_json::from_slice(bytes).with_context(|| {
+    let g: Golden = serde_json::from_slice(bytes).or_kind_with(Kind::Golden, || {
         format!(
             "{} is not a golden-measurement.json (docs/golden-measurement.md)",
             path.display()
         )
     })?;
     if g.format != FORMAT {
-        bail!(
+        return Err(VerifyError::golden(format!(
             "{}: golden file format {}, this cvm-image reads format {} (rebuild the image)",
             path.display(),
             g.format,
             FORMAT
-        );
+        )));
     }
     Ok(g)
 }

@@ -37,7 +37,14 @@
 //! KEY`); public keys SPKI (`BEGIN PUBLIC KEY`, `openssl pkey -pubout`) or PKCS#1 (`BEGIN RSA PUBLIC
 //! KEY`). Encrypted private keys are refused with the openssl command that decrypts them.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Kind, OptionExt, Result, ResultExt, VerifyError};
+
+/// `bail!("format", args…)`: the caller's key or signature file is not usable.
+macro_rules! bail {
+    ($($fmt:tt)+) => {
+        return Err(VerifyError::input(format!($($fmt)+)))
+    };
+}
 use base64::Engine;
 use der::Decode;
 use p256::ecdsa::signature::{SignatureEncoding, Signer, Verifier};
@@ -118,18 +125,22 @@ fn pem_blocks(text: &str, what: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut rest = text;
     while let Some(start) = rest.find(BEGIN) {
         let after = &rest[start + BEGIN.len()..];
-        let label_end = after
-            .find("-----")
-            .with_context(|| format!("{}: unterminated PEM BEGIN line", what.display()))?;
+        let label_end = after.find("-----").or_kind(
+            Kind::Input,
+            format!("{}: unterminated PEM BEGIN line", what.display()),
+        )?;
         let label = &after[..label_end];
         let end_line = format!("-----END {label}-----");
-        let end = rest[start..]
-            .find(&end_line)
-            .with_context(|| format!("{}: PEM block {label:?} has no END line", what.display()))?
-            + start
+        let end = rest[start..].find(&end_line).or_kind(
+            Kind::Input,
+            format!("{}: PEM block {label:?} has no END line", what.display()),
+        )? + start
             + end_line.len();
         let (_, der) = der::pem::decode_vec(&rest.as_bytes()[start..end]).map_err(|e| {
-            anyhow::anyhow!("{}: malformed PEM block {label:?}: {e}", what.display())
+            VerifyError::input(format!(
+                "{}: malformed PEM block {label:?}: {e}",
+                what.display()
+            ))
         })?;
         blocks.push((label.to_string(), der));
         rest = &rest[end..];
@@ -145,7 +156,7 @@ fn pem_blocks(text: &str, what: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 
 fn read_pem(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the key file {}", path.display()))?;
+        .input(format!("cannot read the key file {}", path.display()))?;
     pem_blocks(&text, path)
 }
 
@@ -174,14 +185,14 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
         return match label.as_str() {
             "EC PARAMETERS" => continue,
             "PRIVATE KEY" => {
-                let info = pkcs8::PrivateKeyInfo::try_from(der.as_slice()).with_context(ctx)?;
+                let info = pkcs8::PrivateKeyInfo::try_from(der.as_slice()).or_kind_with(Kind::Input, ctx)?;
                 match info.algorithm.oid {
                     OID_EC_PUBLIC_KEY => Ok(SigningKey::EcdsaP256(
                         p256::ecdsa::SigningKey::from_pkcs8_der(&der)
-                            .with_context(|| format!("{} (only P-256 EC keys are supported)", ctx()))?,
+                            .or_kind_with(Kind::Input, || format!("{} (only P-256 EC keys are supported)", ctx()))?,
                     )),
                     OID_RSA_ENCRYPTION => rsa_signing_key(
-                        rsa::RsaPrivateKey::from_pkcs8_der(&der).with_context(ctx)?,
+                        rsa::RsaPrivateKey::from_pkcs8_der(&der).or_kind_with(Kind::Input, ctx)?,
                         path,
                     ),
                     other => bail!(
@@ -192,10 +203,10 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
             }
             "EC PRIVATE KEY" => Ok(SigningKey::EcdsaP256(p256::ecdsa::SigningKey::from(
                 p256::SecretKey::from_sec1_der(&der)
-                    .with_context(|| format!("{} (only P-256 EC keys are supported)", ctx()))?,
+                    .or_kind_with(Kind::Input, || format!("{} (only P-256 EC keys are supported)", ctx()))?,
             ))),
             "RSA PRIVATE KEY" => rsa_signing_key(
-                rsa::RsaPrivateKey::from_pkcs1_der(&der).with_context(ctx)?,
+                rsa::RsaPrivateKey::from_pkcs1_der(&der).or_kind_with(Kind::Input, ctx)?,
                 path,
             ),
             "ENCRYPTED PRIVATE KEY" => bail!(
@@ -220,15 +231,18 @@ pub fn load_public_key(path: &Path) -> Result<PublicKey> {
     let ctx = || format!("{}: cannot decode the {label} block", path.display());
     let key = match label.as_str() {
         "PUBLIC KEY" => {
-            let spki = spki::SubjectPublicKeyInfoRef::from_der(der).with_context(ctx)?;
+            let spki =
+                spki::SubjectPublicKeyInfoRef::from_der(der).or_kind_with(Kind::Input, ctx)?;
             match spki.algorithm.oid {
                 OID_EC_PUBLIC_KEY => PublicKey::EcdsaP256(
                     p256::ecdsa::VerifyingKey::from_public_key_der(der)
-                        .with_context(|| format!("{} (only P-256 EC keys are supported)", ctx()))?,
+                        .or_kind_with(Kind::Input, || {
+                            format!("{} (only P-256 EC keys are supported)", ctx())
+                        })?,
                 ),
-                OID_RSA_ENCRYPTION => {
-                    PublicKey::Rsa(rsa::RsaPublicKey::from_public_key_der(der).with_context(ctx)?)
-                }
+                OID_RSA_ENCRYPTION => PublicKey::Rsa(
+                    rsa::RsaPublicKey::from_public_key_der(der).or_kind_with(Kind::Input, ctx)?,
+                ),
                 other => bail!(
                     "{}: key algorithm {other} is not supported (use ECDSA P-256 or RSA)",
                     path.display()
@@ -236,7 +250,7 @@ pub fn load_public_key(path: &Path) -> Result<PublicKey> {
             }
         }
         "RSA PUBLIC KEY" => {
-            PublicKey::Rsa(rsa::RsaPublicKey::from_pkcs1_der(der).with_context(ctx)?)
+            PublicKey::Rsa(rsa::RsaPublicKey::from_pkcs1_der(der).or_kind_with(Kind::Input, ctx)?)
         }
         other => bail!(
             "{}: PEM block {other:?} is not a public key (expected PUBLIC KEY; \
@@ -271,7 +285,7 @@ impl SigningKey {
             }
             SigningKey::Rsa(k) => k
                 .try_sign(data)
-                .context("RSA PKCS#1 v1.5 signing failed")?
+                .input("RSA PKCS#1 v1.5 signing failed")?
                 .to_vec(),
         };
         let public = self.public_key();
@@ -299,7 +313,7 @@ impl PublicKey {
             PublicKey::EcdsaP256(k) => k.to_public_key_der(),
             PublicKey::Rsa(k) => k.to_public_key_der(),
         }
-        .context("encoding the public key as SPKI DER")?;
+        .input("encoding the public key as SPKI DER")?;
         Ok(hex::encode(Sha256::digest(der.as_bytes())))
     }
 
@@ -307,7 +321,7 @@ impl PublicKey {
     pub fn check(&self, data: &[u8], sig: &SignatureFile) -> Result<(), Refusal> {
         let key_id = self
             .key_id()
-            .map_err(|e| Refusal(format!("cannot compute the key id: {e:#}")))?;
+            .map_err(|e| Refusal(format!("cannot compute the key id: {}", e.chain())))?;
         if sig.format != SIG_FORMAT {
             return Err(Refusal(format!(
                 "signature file format {}, this cvm-image reads format {SIG_FORMAT}",
@@ -375,7 +389,7 @@ pub fn check_detached(
             ))))
         }
         Err(e) => {
-            return Err(e).with_context(|| format!("cannot read {}", sig_path.display()));
+            return Err(e).input(format!("cannot read {}", sig_path.display()));
         }
     };
     let sig: SignatureFile = match serde_json::from_slice(&sig_bytes) {
@@ -398,7 +412,7 @@ pub fn check_detached(
 
 /// The pretty JSON of a signature file, newline-terminated.
 pub fn render(sig: &SignatureFile) -> Result<String> {
-    Ok(serde_json::to_string_pretty(sig).context("serialising the signature")? + "\n")
+    Ok(serde_json::to_string_pretty(sig).input("serialising the signature")? + "\n")
 }
 
 #[cfg(test)]

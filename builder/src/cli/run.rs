@@ -34,7 +34,11 @@ fn interrupt_flag() -> Result<Arc<AtomicBool>> {
 /// `cvm-image run`.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let cfg = prepare(args)?;
-    reference::warn_if_qemu_differs(&cfg.lock, reference::Variant::of(args.secure_boot), &cfg.qemu);
+    reference::warn_if_qemu_differs(
+        &cfg.lock,
+        reference::Variant::of(args.secure_boot),
+        &cfg.qemu,
+    );
     let interrupted = interrupt_flag()?;
     let grace = Duration::from_secs(args.grace);
     let mut vm = Vm::start(&cfg)?;

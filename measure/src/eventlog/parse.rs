@@ -200,7 +200,7 @@ fn parse_spec_id(header: &LegacyRecord) -> Result<SpecIdEvent, EventLogError> {
     for _ in 0..count {
         let alg = HashAlg(r.u16("algorithmId").map_err(map)?);
         let digest_size = r.u16("digestSize").map_err(map)?;
-        check_declared_size(alg, digest_size).map_err(bad)?;
+        check_declared_size(alg, digest_size).map_err(|p| bad(p.to_string()))?;
         if algorithms.iter().any(|a: &AlgorithmSize| a.alg == alg) {
             return Err(bad(format!("algorithm {alg} is declared twice")));
         }
@@ -229,13 +229,26 @@ fn parse_spec_id(header: &LegacyRecord) -> Result<SpecIdEvent, EventLogError> {
     })
 }
 
+/// A digest size in the Spec ID event that contradicts its algorithm.
+#[derive(Debug, thiserror::Error)]
+enum DeclaredSizeError {
+    #[error("algorithm {alg} declared with digest size {declared}, it is {len}")]
+    Wrong {
+        alg: HashAlg,
+        declared: u16,
+        len: usize,
+    },
+    #[error("algorithm {0} declared with digest size 0")]
+    Zero(HashAlg),
+}
+
 /// A declared digest size must match the algorithm's, when we know it.
-fn check_declared_size(alg: HashAlg, declared: u16) -> Result<(), String> {
+fn check_declared_size(alg: HashAlg, declared: u16) -> Result<(), DeclaredSizeError> {
     match alg.digest_len() {
-        Some(len) if len != usize::from(declared) => Err(format!(
-            "algorithm {alg} declared with digest size {declared}, it is {len}"
-        )),
-        _ if declared == 0 => Err(format!("algorithm {alg} declared with digest size 0")),
+        Some(len) if len != usize::from(declared) => {
+            Err(DeclaredSizeError::Wrong { alg, declared, len })
+        }
+        _ if declared == 0 => Err(DeclaredSizeError::Zero(alg)),
         _ => Ok(()),
     }
 }

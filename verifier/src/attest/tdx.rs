@@ -711,15 +711,16 @@ mod hex_array {
     pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
         d: D,
     ) -> Result<[u8; N], D::Error> {
-        decode(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+        decode(&String::deserialize(d)?)
     }
 
-    pub fn decode<const N: usize>(text: &str) -> Result<[u8; N], String> {
-        let bytes = hex::decode(text).map_err(|e| e.to_string())?;
+    /// `N` bytes from hex, the failure reported through the deserializer's own error type.
+    pub fn decode<E: serde::de::Error, const N: usize>(text: &str) -> Result<[u8; N], E> {
+        let bytes = hex::decode(text).map_err(E::custom)?;
         let len = bytes.len();
         bytes
             .try_into()
-            .map_err(|_| format!("expected {N} bytes of hex, got {len}"))
+            .map_err(|_| E::custom(format!("expected {N} bytes of hex, got {len}")))
     }
 }
 
@@ -740,7 +741,7 @@ mod hex_option_array {
         d: D,
     ) -> Result<Option<[u8; N]>, D::Error> {
         Option::<String>::deserialize(d)?
-            .map(|text| super::hex_array::decode(&text).map_err(serde::de::Error::custom))
+            .map(|text| super::hex_array::decode(&text))
             .transpose()
     }
 }
@@ -762,7 +763,7 @@ mod hex_rtmrs {
         let texts = <[String; RTMR_COUNT]>::deserialize(d)?;
         let mut out = [[0u8; MR_LEN]; RTMR_COUNT];
         for (slot, text) in out.iter_mut().zip(&texts) {
-            *slot = super::hex_array::decode(text).map_err(serde::de::Error::custom)?;
+            *slot = super::hex_array::decode(text)?;
         }
         Ok(out)
     }
