@@ -2,7 +2,7 @@
 //! `cli/golden.rs`): one profile of our golden file in the shape of
 //! Automata's off-chain golden measurement, so that their verifiers can consume our prediction.
 //!
-//! The shape (prior-art.md §1.7; `contracts/script/cvm/gm/*.json` of
+//! The shape (docs/golden-measurement.md, "Automata's format"; `contracts/script/cvm/gm/*.json` of
 //! automata-tee-workload-measurement):
 //!
 //! ```json
@@ -15,22 +15,22 @@
 //! * `index` is a `0x`-prefixed lower-case hex string without zero padding ("0x0", "0xb", "0x17"),
 //!   as in their files.
 //! * `pcr` is the SHA-256 bank value as `0x` + 64 hex digits; all zeros means "do not check" in
-//!   their matching model (§1.6). We write our value for every PCR the profile *enforces*, and
-//!   zeros for informational or unknown PCRs and for PCR 16 (Automata's livepatch / instance-binding
-//!   PCR, which this image does not use and our golden file does not list).
-//! * `measure_events` / `measure_events_idx` pin selected events when `pcr` is zero. The reference
+//!   their matching model (same section). We write our value for every PCR the profile
+//!   *enforces*, and zeros for informational or unknown PCRs and for PCR 16 (Automata's livepatch /
+//!   instance-binding PCR, which this image does not use and our golden file does not list).
+//! * `measure_events` / `measure_events_idx` pin selected events when `pcr` is zero. Their format
 //!   does not define which events of an informational PCR are stable (their GCP policy skips only the
 //!   GPT event of PCR 5, per platform, outside the golden file), so we pin none: both are `[]`.
 //!   The element forms, where used, would be `0x` + 32-byte digests and hex index strings.
 //! * The TEE part — `snp.measurement` or `tdx.{mrtd, mrseam, rtmr0..3}` — is omitted: our golden
-//!   file does not predict the launch measurement (it depends on the cloud's firmware), and the
-//!   reference gives no "unknown" form for it.
+//!   file does not predict the launch measurement (it depends on the cloud's firmware), and their
+//!   format gives no "unknown" form for it.
 
 use crate::golden::{Golden, PcrEntry, Source};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-/// Automata's PCR selection (prior-art.md §1.7), in their order.
+/// Automata's PCR selection (docs/golden-measurement.md, "Automata's format"), in their order.
 pub const AUTOMATA_PCRS: [u32; 8] = [0, 4, 5, 7, 9, 11, 16, 23];
 /// The only bank their `pcr` field (bytes32) holds.
 const BANK: &str = "sha256";

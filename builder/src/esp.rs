@@ -1,18 +1,18 @@
 //! EFI System Partition: a FAT32 image holding the UKI at `\EFI\BOOT\BOOTX64.EFI`.
 //!
-//! Written with `hadris-fat` (crates.md §1: injectable clock, explicit volume id, `fsck.fat`-clean
-//! output). Reproducibility needs three things the crate does not do by itself:
+//! Written with `hadris-fat` (docs/crates.md §1: injectable clock, explicit volume id,
+//! `fsck.fat`-clean output). Reproducibility needs three things the crate does not do by itself:
 //!
 //! * **No label.** `format()` stamps the volume-label directory entry with the wall clock
-//!   (crates.md §3), so the volume is formatted without one: the boot sector keeps the
+//!   (docs/crates.md §3), so the volume is formatted without one: the boot sector keeps the
 //!   `NO NAME` label, exactly what `mkfs.fat` writes without `-n`, and no label entry exists.
 //! * **A fixed clock.** Every directory entry (files, directories, `.`/`..`) gets its timestamps
 //!   from `SOURCE_DATE_EPOCH`, through a `TimeProvider` that never reads the clock.
 //! * **Fixed volume id and input order.** The volume id is the caller's; files are added in
 //!   sorted path order, so the layout does not depend on how the caller listed them.
 //!
-//! FAT32 is forced (formats.md §5): the type follows the cluster count, so a volume must have at
-//! least 65 525 clusters — [`fit_size`] picks a size that satisfies this and holds the payload.
+//! FAT32 is forced (docs/formats.md §5): the type follows the cluster count, so a volume must have
+//! at least 65 525 clusters — [`fit_size`] picks a size that satisfies this and holds the payload.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

@@ -4,7 +4,7 @@
 //! Every PCR of every profile is marked `predicted` (computed from the built files, with its expected
 //! event log), `reference` (taken from a recorded reference boot) or `unknown` (the platform decides
 //! it), and `enforce: true|false` — whether a verifier should reject a VM whose value differs. The
-//! rules per profile follow reference/measured-boot.md §1 and §3: the OS-controlled PCRs are the same
+//! rules per profile follow docs/measured-boot.md §1 and §3: the OS-controlled PCRs are the same
 //! formula everywhere; firmware PCRs are the VMM's or the cloud's.
 
 use crate::reference::Pinned;

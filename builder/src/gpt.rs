@@ -1,13 +1,13 @@
 //! GPT disk assembly: protective MBR, primary and backup GPT, partition contents.
 //!
-//! The table is written by `gptman` (crates.md §1: GUIDs are plain bytes, no RNG; primary,
+//! The table is written by `gptman` (docs/crates.md §1: GUIDs are plain bytes, no RNG; primary,
 //! backup and protective MBR; `sgdisk -v` clean; reruns byte-identical). This module adds the
 //! layout (1 MiB-aligned partitions in the caller's order, disk size rounded to what the cloud
 //! wants), the GUID conversions and sparse streaming of partition contents. The two read-backs the
 //! rest of the builder needs — the layout (`inspect`) and the `EFI_GPT_DATA` the firmware measures
 //! into PCR 5 — go through `cvm_disk::gpt`, the one GPT reader the init and the agent use too.
 //!
-//! **GUID byte order.** EFI stores the first three GUID fields little-endian (formats.md §4):
+//! **GUID byte order.** EFI stores the first three GUID fields little-endian (docs/formats.md §4):
 //! `c12a7328-f81f-11d2-…` is `28 73 2a c1 1f f8 d2 11 …` on disk. `uuid::Uuid` holds the RFC
 //! (big-endian) form, and `to_bytes_le`/`from_bytes_le` perform exactly the EFI swap, so every
 //! [`Uuid`] ↔ gptman `[u8; 16]` conversion goes through [`to_gpt_bytes`]/[`from_gpt_bytes`].
@@ -418,7 +418,7 @@ fn is_zero(chunk: &[u8]) -> bool {
         .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
-/// `EFI_GPT_DATA` as the firmware measures it into PCR 5 (measured-boot.md §8): the 92-byte
+/// `EFI_GPT_DATA` as the firmware measures it into PCR 5 (docs/measured-boot.md §8): the 92-byte
 /// primary header as on disk ‖ UINT64 count of entries with a non-nil type GUID ‖ those
 /// entries in table order, `SizeOfPartitionEntry` bytes each.
 ///
@@ -592,7 +592,7 @@ mod tests {
 
     #[test]
     fn guid_byte_order_is_efi_mixed_endian() {
-        // formats.md §4 / UEFI spec appendix A.
+        // docs/formats.md §4 / UEFI spec appendix A.
         let expected = [
             0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e,
             0xc9, 0x3b,

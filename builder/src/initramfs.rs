@@ -1,4 +1,4 @@
-//! Reproducible initramfs: a newc cpio archive (formats.md §3) plus deterministic compression.
+//! Reproducible initramfs: a newc cpio archive (docs/formats.md §3) plus deterministic compression.
 //!
 //! The archive is what GNU cpio 2.13 writes for
 //! `find . -mindepth 1 -printf '%P\0' | LC_ALL=C sort -z | cpio -o -H newc --reproducible --null --owner 0:0`

@@ -1,7 +1,7 @@
 //! Kernel module index and dependency closure for an extracted Debian `linux-image` package.
 //!
 //! Debian's `.deb` ships `lib/modules/<version>/` without the files `depmod` generates at install time
-//! (`modules.dep`, `modules.alias`, …; formats.md §10), so the closure is computed from the modules
+//! (`modules.dep`, `modules.alias`, …; docs/formats.md §10), so the closure is computed from the modules
 //! themselves:
 //!
 //! * **name → file** comes from file names alone (`kernel/**/<name>.ko[.xz]`, `-` normalised to `_` as the
@@ -550,7 +550,7 @@ mod tests {
 
     const K612: &str = "linux-image-6.12.117+deb12-amd64/lib/modules/6.12.117+deb12-amd64";
     const K61: &str = "linux-image-6.1.0-56-amd64/lib/modules/6.1.0-56-amd64";
-    /// Boot-relevant modules common to both kernels (formats.md §11 consequences).
+    /// Boot-relevant modules common to both kernels (docs/formats.md §11).
     const COMMON_SET: [&str; 4] = ["dm-verity", "virtio_blk", "virtio_net", "squashfs"];
 
     /// Runs a reference tool; a missing tool fails the test with the package to install.
@@ -718,7 +718,7 @@ mod tests {
                 .expect(n)
                 .clone()
         };
-        // formats.md §10, 6.1.0-56 table.
+        // docs/formats.md §10, 6.1.0-56 table.
         assert_eq!(
             by_name("dm_verity").depends,
             strings(&["reed_solomon", "dm_mod", "dm_bufio"])
@@ -748,7 +748,7 @@ mod tests {
                 .expect(n)
                 .clone()
         };
-        // formats.md §10, 6.12.117 table.
+        // docs/formats.md §10, 6.12.117 table.
         assert_eq!(
             by_name("dm_verity").depends,
             strings(&["dm_mod", "dm_bufio", "reed_solomon"])
@@ -767,7 +767,7 @@ mod tests {
     #[test]
     fn realistic_set_6_1_matches_modinfo_and_modprobe() {
         let closure = check_realistic_set(K61, &["virtio_pci"]);
-        // formats.md §10/§11: on 6.1 virtio and virtio_pci are modules.
+        // docs/formats.md §10/§11: on 6.1 virtio and virtio_pci are modules.
         for n in [
             "virtio",
             "virtio_ring",
@@ -787,7 +787,7 @@ mod tests {
     #[test]
     fn realistic_set_6_12_matches_modinfo_and_modprobe() {
         let closure = check_realistic_set(K612, &["sev-guest", "tdx-guest", "virtio_pci"]);
-        // formats.md §10: sev-guest, tdx-guest → tsm → configfs; virtio_pci built in.
+        // docs/formats.md §10: sev-guest, tdx-guest → tsm → configfs; virtio_pci built in.
         let pos = |n: &str| names(&closure).iter().position(|x| *x == n).expect(n);
         assert!(
             pos("configfs") < pos("tsm")

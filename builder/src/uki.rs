@@ -3,7 +3,7 @@
 //!
 //! goblin parses; the writer edits raw header fields, because goblin cannot add sections and
 //! a byte-exact, reproducible layout matters more here than a general PE writer. The geometry
-//! follows ukify (`pe_add_sections`, measured-boot.md §10) so systemd-stub 252 finds and
+//! follows ukify (`pe_add_sections`, docs/measured-boot.md §10) so systemd-stub 252 finds and
 //! measures every section, and the output is ready for Authenticode signing (no gaps, length a
 //! multiple of 8).
 
@@ -33,7 +33,7 @@ pub const UKIFY_FILE_ORDER: &[&str] = &[
 /// Name of the kernel section.
 pub const LINUX_SECTION: &str = ".linux";
 
-/// Authenticode signers hash the file as if padded to this multiple (measured-boot.md §7);
+/// Authenticode signers hash the file as if padded to this multiple (docs/measured-boot.md §7);
 /// a UKI whose length already is one has the same digest for firmware and signer.
 pub const AUTHENTICODE_ALIGNMENT: usize = 8;
 
@@ -151,7 +151,7 @@ pub fn list_sections(pe_file: &[u8]) -> Result<Vec<SectionInfo>> {
 ///   hashes the plain kernel file (checked: its `.linux`-only value equals the chain over
 ///   H(file), not over H(file zero-padded to SizeOfImage)); only newer systemd-measure pads.
 ///   With `VirtualSize` = file length our PCR 11 equals systemd-measure 252's, and the real
-///   boot in measured-boot.md §12 matched H(kernel file);
+///   boot in docs/measured-boot.md §12 matched H(kernel file);
 /// * stub 252 hands `VirtualSize` bytes to `BS->LoadImage`, which needs the file, not the
 ///   memory image (the firmware allocates the kernel's SizeOfImage itself), so it boots;
 /// * the second PCR 4 event (kernel Authenticode, SB off) then covers exactly the kernel file,

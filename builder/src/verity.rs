@@ -2,7 +2,7 @@
 //! `veritysetup format --hash=sha256 --data-block-size=4096 --hash-block-size=4096 --format=1`
 //! (cryptsetup 2.6.1).
 //!
-//! Layout of the hash area (hash offset 0, see formats.md §1):
+//! Layout of the hash area (hash offset 0, see docs/formats.md §1):
 //! superblock block, then the top tree level, …, level 0 last.
 //! Every tree entry is `SHA-256(salt ‖ block)` (hash type 1); 128 entries fill a hash block and the
 //! unused tail of a hash block is zero. Level 0 hashes the data blocks, each higher level hashes
@@ -116,8 +116,8 @@ impl VerityInfo {
         )
     }
 
-    /// The full device-mapper table line (formats.md §1.4), hash area at the start of `hash_dev`
-    /// behind the superblock: `0 <sectors> verity 1 <data_dev> <hash_dev> 4096 4096 …`.
+    /// The full device-mapper table line (docs/formats.md §1.4), hash area at the start of
+    /// `hash_dev` behind the superblock: `0 <sectors> verity 1 <data_dev> <hash_dev> 4096 4096 …`.
     pub fn table_line(&self, data_dev: &str, hash_dev: &str) -> String {
         format!(
             "0 {} verity {} {data_dev} {hash_dev} {}",
@@ -645,7 +645,7 @@ mod tests {
         assert_matches_veritysetup(128 * 128 + 1);
     }
 
-    /// Sizes from formats.md §1.2 and veritysetup's report for one block ("Hash blocks: 0").
+    /// Sizes from docs/formats.md §1.2 and veritysetup's report for one block ("Hash blocks: 0").
     #[test]
     fn hash_area_sizes_follow_the_spec() {
         assert_eq!(hash_area_size(4096), 4096);
@@ -740,7 +740,7 @@ mod tests {
         assert!(err.contains("salt_size 300"), "{err}");
     }
 
-    /// Table line written out by hand from formats.md §1.4 around veritysetup's root hash.
+    /// Table line written out by hand from docs/formats.md §1.4 around veritysetup's root hash.
     #[test]
     fn table_line_and_json() {
         let dir = TempDir::new("table");

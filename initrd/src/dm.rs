@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn opcodes_match_formats_md() {
-        // formats.md §2: every request is 0xC138FD00 | cmd.
+        // docs/formats.md §2: every request is 0xC138FD00 | cmd.
         assert_eq!(dm_opcode(DM_DEV_CREATE_CMD) as u64, 0xC138_FD03);
         assert_eq!(dm_opcode(DM_TABLE_LOAD_CMD) as u64, 0xC138_FD09);
         assert_eq!(dm_opcode(DM_DEV_SUSPEND_CMD) as u64, 0xC138_FD06);

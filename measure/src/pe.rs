@@ -4,7 +4,7 @@
 //!
 //! Everything here reads a built file and never writes one, so the same code can run on
 //! the build host (prediction) and on a verifier (re-derivation from a published UKI).
-//! Rules and vectors: `measured-boot.md` §5 (PCR 11), §7 (Authenticode), §13 (vectors).
+//! Rules and vectors: `docs/measured-boot.md` §5 (PCR 11), §7 (Authenticode), §13 (vectors).
 
 use std::borrow::Cow;
 
@@ -409,7 +409,7 @@ pub const STUB_252_KNOWN_SECTIONS: &[&str] = &[
 
 /// The order in which systemd-stub 252 measures sections into PCR 11: its compiled enum order
 /// (not file order), minus `.pcrsig`. Checked against `systemd-measure calculate` 252 with all
-/// seven sections and against a real boot (measured-boot.md §12). No `.uname`/`.sbat` (254),
+/// seven sections and against a real boot (docs/measured-boot.md §12). No `.uname`/`.sbat` (254),
 /// `.ucode` or `.profile` (later).
 pub const STUB_252_SECTION_ORDER: &[&str] = &[
     ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
@@ -588,7 +588,7 @@ enum TailPadding {
 /// Authenticode SHA-256 as edk2 computes it for the PCR 4 (or 2) EV_EFI_BOOT_SERVICES_*
 /// event: headers minus `CheckSum` and the certificate directory entry, sections sorted by
 /// `PointerToRawData`, then `FileSize − CertTableSize − SUM` trailing bytes from offset SUM
-/// **without** 8-byte padding (measured-boot.md §7). Equal to [`authenticode_sha256_signer`]
+/// **without** 8-byte padding (docs/measured-boot.md §7). Equal to [`authenticode_sha256_signer`]
 /// whenever the file length (minus the certificate table) is a multiple of 8, e.g. after signing.
 pub fn authenticode_sha256_firmware(pe: &[u8]) -> Result<Sha256Digest, PeError> {
     authenticode_with(Sha256::new(), pe, TailPadding::None).map(Into::into)
@@ -718,7 +718,7 @@ pub(crate) mod tests {
         hex::encode(d)
     }
 
-    // --- published vectors (measured-boot.md §13) ---
+    // --- published vectors (docs/measured-boot.md §13) ---
 
     #[test]
     fn section_name_digests_match_published_vectors() {

@@ -521,7 +521,7 @@ mod tests {
     const SHA256: [HashAlg; 1] = [HashAlg::SHA256];
     const TWO_BANKS: [HashAlg; 2] = [HashAlg::SHA256, HashAlg::SHA384];
 
-    /// SHA-256 PCR value after one separator (measured-boot.md §13, "separator-only").
+    /// SHA-256 PCR value after one separator (docs/measured-boot.md §13, "separator-only").
     const SEPARATOR_ONLY: &str = "3d458cfe55cc03ea1f443f1562beec8df51c75e14a9fcf9a7234a13f198e7969";
 
     fn separator(pcr: u32) -> ExpectedEvent {

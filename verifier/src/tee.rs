@@ -35,7 +35,7 @@ pub struct TeeTrust {
     pub require: bool,
 }
 
-/// Certificate-table GUIDs (SEV-SNP extended guest request; tee.md §"Extended-report cert GUIDs").
+/// Certificate-table GUIDs (SEV-SNP extended guest request; docs/tee.md §5).
 const GUID_ARK: &str = "c0b406a4-a803-4952-9743-3fb6014cd0ae";
 const GUID_ASK: &str = "4ab7b379-bbac-4fe4-a02f-05aef327c782";
 const GUID_VCEK: &str = "63da758d-e664-4564-adc5-f4b93be8accd";

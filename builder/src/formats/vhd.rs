@@ -1,5 +1,5 @@
 //! Azure image artifact: a fixed VHD — the raw disk followed by one 512-byte big-endian footer
-//! (Microsoft "Virtual Hard Disk Image Format Specification" 1.0; formats.md §7).
+//! (Microsoft "Virtual Hard Disk Image Format Specification" 1.0; docs/formats.md §7).
 //!
 //! Azure requires the virtual size to be a whole number of MiB; the pipeline sizes `disk.raw` for
 //! that, so a raw disk of any other size is rejected here rather than padded (padding would make

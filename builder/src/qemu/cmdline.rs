@@ -10,7 +10,7 @@
 //!   boot option.
 //! * virtio-net with `romfile=` (empty): no iPXE ROM, so no network boot option is even created. A
 //!   failed PXE attempt before the disk would add "Returning from EFI Application from Boot Option"
-//!   and a second "Calling …" event to PCR 4 (measured-boot.md §4) and break the prediction.
+//!   and a second "Calling …" event to PCR 4 (docs/measured-boot.md §4) and break the prediction.
 //! * User networking with the guest's agent (8000) and workload (8080) ports forwarded to 127.0.0.1.
 //! * TPM 2.0 via swtpm on a CRB interface (`tpm-crb`, the TPM 2.0 native interface; OVMF and the
 //!   Linux kernel drive it without modules).

@@ -301,7 +301,7 @@ mod tests {
         let b = sign(&input, &key).unwrap();
         assert_eq!(a, b);
         // On the signed file the firmware (no padding) and signer digests agree, and equal the
-        // signer digest of the unsigned input (measured-boot.md §7).
+        // signer digest of the unsigned input (docs/measured-boot.md §7).
         let firmware = cvm_measure::pe::authenticode_sha256_firmware(&a).unwrap();
         assert_eq!(firmware, authenticode_sha256_signer(&input).unwrap());
         // A signed image is not signed again.

@@ -1,4 +1,4 @@
-//! PCR 7 for a boot of OVMF with an enrolled store (measured-boot.md §9; edk2
+//! PCR 7 for a boot of OVMF with an enrolled store (docs/measured-boot.md §9; edk2
 //! `SecurityPkg/Tcg/Tcg2Dxe/Tcg2Dxe.c` `MeasureAllSecureVariables` and
 //! `DxeImageVerificationLib.c` `MeasureVariable`).
 //!
@@ -159,7 +159,7 @@ pub fn pcr7_expected(
 mod tests {
     use super::*;
 
-    /// Struct-derived vectors from measured-boot.md §9 and §13.
+    /// Struct-derived vectors from docs/measured-boot.md §9 and §13.
     #[test]
     fn published_vectors() {
         let sb0 = uefi_variable_data(EFI_GLOBAL_VARIABLE, "SecureBoot", &[0]);

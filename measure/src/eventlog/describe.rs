@@ -622,7 +622,7 @@ mod tests {
 
     #[test]
     fn guid_text_is_mixed_endian() {
-        // EFI_GLOBAL_VARIABLE as it appears in event data (measured-boot.md §9).
+        // EFI_GLOBAL_VARIABLE as it appears in event data (docs/measured-boot.md §9).
         let raw = [
             0x61, 0xdf, 0xe4, 0x8b, 0xca, 0x93, 0xd2, 0x11, 0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03,
             0x2b, 0x8c,

@@ -1,16 +1,17 @@
 //! TCG event logs: parse, describe, replay, diff and write.
 //!
 //! Three on-disk forms are read, all little-endian (TCG PC Client Platform Firmware Profile,
-//! "PFP", §10; reference: measured-boot.md §2):
+//! "PFP", §10; reference: docs/measured-boot.md §2):
 //!
 //! * **Crypto-agile** (`binary_bios_measurements` of a TPM 2.0 firmware): a legacy `TCG_PCR_EVENT`
 //!   header record (EV_NO_ACTION, 20 zero bytes, `TCG_EfiSpecIDEvent` "Spec ID Event03") naming the
 //!   banks and their digest sizes, then `TCG_PCR_EVENT2` records with one digest per bank.
-//! * **TDX CC event log** (ACPI `CCEL`): the same format, but the index field is the CC measurement
-//!   register (1 = RTMR0 … 4 = RTMR3, tee.md §4.3) and the ACPI area is padded with 0xFF to its
-//!   reserved length. Recognised by a header record whose index is not 0 (the PFP requires 0 for a
-//!   TPM log); [`parse_as`] forces either reading. Replay is identical either way (registers start at
-//!   zero; the PCR-only initial values of 0, 17–22 never apply to MR indexes 1–4).
+//! * **TDX CC event log** (ACPI `CCEL`): the same format, but the index field is the CC
+//!   measurement register (1 = RTMR0 … 4 = RTMR3, docs/tee.md §4.3) and the ACPI area is padded
+//!   with 0xFF to its reserved length. Recognised by a header record whose index is not 0 (the PFP
+//!   requires 0 for a TPM log); [`parse_as`] forces either reading. Replay is identical either way
+//!   (registers start at zero; the PCR-only initial values of 0, 17–22 never apply to MR indexes
+//!   1–4).
 //! * **Legacy SHA-1** (TCG 1.2 / early TPM 2.0 firmware, e.g. GCE Debian 10): `TCG_PCR_EVENT`
 //!   records only, no Spec ID event; read as a SHA-1-only log.
 //!

@@ -138,7 +138,7 @@ mod tests {
     fn separator_only_pcr_matches_published_value() {
         let sep: [u8; 32] = HashAlg::SHA256.hash(&[0; 4]).unwrap().try_into().unwrap();
         let r = replay(&log(vec![ev(3, EventType::EV_SEPARATOR, sep, &[0; 4])]));
-        // measured-boot.md §13 / SOURCES.md "separator-only".
+        // docs/measured-boot.md §13 / SOURCES.md "separator-only".
         assert_eq!(
             hex::encode(r.value(HashAlg::SHA256, 3).unwrap()),
             "3d458cfe55cc03ea1f443f1562beec8df51c75e14a9fcf9a7234a13f198e7969"
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn constellation_pcr4_vector() {
-        // measured-boot.md §13 (Constellation pcr04_test.go): action, separator, 32×00, 32×01.
+        // docs/measured-boot.md §13 (Constellation pcr04_test.go): action, separator, 32×00, 32×01.
         let action = HashAlg::SHA256
             .hash(b"Calling EFI Application from Boot Option")
             .unwrap();

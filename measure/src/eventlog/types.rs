@@ -297,7 +297,7 @@ mod tests {
 
     #[test]
     fn separator_digest_vectors() {
-        // measured-boot.md §13: H(00000000) per bank.
+        // docs/measured-boot.md §13: H(00000000) per bank.
         let sep = [0u8; 4];
         assert_eq!(
             hex::encode(HashAlg::SHA1.hash(&sep).unwrap()),

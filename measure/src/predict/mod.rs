@@ -4,7 +4,7 @@
 //!
 //! Every event is derived from the built artifacts alone (the UKI file, the disk's GPT, the VARS
 //! file the VM boots with, the workload measurement) — never from a boot. The rules are those of
-//! measured-boot.md §3–§9; each was checked against a real boot of exactly these components
+//! docs/measured-boot.md §3–§9; each was checked against a real boot of exactly these components
 //! (tests/predict_boot.rs):
 //!
 //! | PCR | events | module |
@@ -79,7 +79,7 @@ pub type Result<T, E = PredictError> = std::result::Result<T, E>;
 /// Event data (and measured bytes) of EV_SEPARATOR: a UINT32 0 (PFP §10.4.1, edk2 `Tcg2Dxe.c`).
 pub const SEPARATOR_DATA: [u8; 4] = [0; 4];
 /// PCRs that only receive the firmware's separator on the QEMU q35 machine without option ROMs
-/// (measured-boot.md §3, §12).
+/// (docs/measured-boot.md §3, §12).
 pub const SEPARATOR_ONLY_PCRS: [u32; 3] = [2, 3, 6];
 /// PCRs nothing extends in this boot chain: no grub (8), no stub addons/credentials/profiles (12),
 /// no sysexts (13), no shim (14), no systemd userspace (15). Expected zero.
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn separator_and_action_vectors() {
-        // measured-boot.md §13 and §4/§8.
+        // docs/measured-boot.md §13 and §4/§8.
         let banks = [HashAlg::SHA1, HashAlg::SHA256, HashAlg::SHA384];
         let sep = separator(3, &banks).unwrap();
         assert_eq!(

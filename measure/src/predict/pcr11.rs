@@ -1,5 +1,5 @@
 //! PCR 11: systemd-stub's two EV_IPL events per UKI section, in the stub's measurement order
-//! (measured-boot.md §5). The SHA-256 values are those of [`crate::pe::pcr11_measurements`]
+//! (docs/measured-boot.md §5). The SHA-256 values are those of [`crate::pe::pcr11_measurements`]
 //! (checked against `systemd-measure`); this module adds the other banks and the event form.
 
 use crate::eventlog::{EventType, ExpectedEvent, HashAlg};
@@ -62,7 +62,7 @@ mod tests {
         assert!(uki_section_events(&fixture(STUB), &[HashAlg::SHA256])
             .unwrap()
             .is_empty());
-        // measured-boot.md §13: H(".linux\0"). The full chain is checked in the boot test.
+        // docs/measured-boot.md §13: H(".linux\0"). The full chain is checked in the boot test.
         let mut z = b".linux".to_vec();
         z.push(0);
         assert_eq!(

@@ -1,5 +1,5 @@
 //! PCR 4: the boot manager's action, its separator, and every EFI application the firmware loads
-//! (measured-boot.md §4, §7).
+//! (docs/measured-boot.md §4, §7).
 //!
 //! edk2 2022.11 BDS logs "Calling EFI Application from Boot Option" at the first ReadyToBoot, the
 //! separator of PCRs 0–6, then `DxeTpm2MeasureBootLib` logs an EV_EFI_BOOT_SERVICES_APPLICATION

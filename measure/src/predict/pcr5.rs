@@ -1,5 +1,5 @@
 //! PCR 5: the firmware's separator, the GPT of the boot disk, and ExitBootServices
-//! (measured-boot.md §8; edk2 `Tcg2MeasureGptTable`, `Tcg2Dxe.c` `OnExitBootServices`).
+//! (docs/measured-boot.md §8; edk2 `Tcg2MeasureGptTable`, `Tcg2Dxe.c` `OnExitBootServices`).
 //!
 //! The GPT event's digest is H(`EFI_GPT_DATA`): primary header (92 bytes) ‖ UINT64 count of used
 //! entries ‖ those entries. Building `EFI_GPT_DATA` from a disk is the builder's job
@@ -77,7 +77,7 @@ mod tests {
 
     #[test]
     fn exit_boot_services_vectors() {
-        // measured-boot.md §8.
+        // docs/measured-boot.md §8.
         let e = exit_boot_services_events(&[HashAlg::SHA256]).unwrap();
         assert_eq!(
             hex::encode(&e[0].digests[&HashAlg::SHA256]),

@@ -1,5 +1,5 @@
-//! PCR 7: the Secure Boot policy (measured-boot.md §9; edk2 `Tcg2Dxe.c` `MeasureAllSecureVariables`,
-//! `MeasureSecureBootPolicy`).
+//! PCR 7: the Secure Boot policy (docs/measured-boot.md §9; edk2 `Tcg2Dxe.c`
+//! `MeasureAllSecureVariables`, `MeasureSecureBootPolicy`).
 //!
 //! Before BDS, edk2 measures SecureBoot, PK, KEK, db and dbx as EV_EFI_VARIABLE_DRIVER_CONFIG —
 //! a missing variable with length 0 — then the PCR 7 separator. The digest covers the whole
@@ -137,7 +137,8 @@ mod tests {
             .iter()
             .map(|e| hex::encode(&e.digests[&HashAlg::SHA256]))
             .collect();
-        // measured-boot.md §9 vectors (struct-derived; the boot test checks them against a log).
+        // docs/measured-boot.md §9 vectors (struct-derived; the boot test checks them
+        // against a log).
         assert_eq!(
             d[0],
             "115aa827dbccfb44d216ad9ecfda56bdea620b860a94bed5b7a27bba1c4d02d8"

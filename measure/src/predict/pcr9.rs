@@ -1,4 +1,4 @@
-//! PCR 9: what the Linux EFI stub measures (measured-boot.md §6; kernel
+//! PCR 9: what the Linux EFI stub measures (docs/measured-boot.md §6; kernel
 //! `drivers/firmware/efi/libstub/efi-stub-helper.c`).
 //!
 //! 1. LoadOptions (kernel ≥ 6.1): EV_EVENT_TAG, tag 0x8F3B22ED, digest H(LoadOptions). systemd-stub
@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn constellation_pcr9_vector() {
-        // measured-boot.md §13: UTF-16LE "console=tty0" + NUL, then an initrd digest of 32×00.
+        // docs/measured-boot.md §13: UTF-16LE "console=tty0" + NUL, then an initrd digest of 32×00.
         let opts = load_options(b"console=tty0\0\0\0").unwrap();
         use sha2::Digest;
         let mut pcr = [0u8; 32];

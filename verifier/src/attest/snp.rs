@@ -41,7 +41,7 @@ const FLAG_MASK_CHIP_ID: u32 = 1 << 1;
 const SIGNING_KEY_SHIFT: u32 = 2;
 const SIGNING_KEY_MASK: u32 = 0x7;
 
-/// The fields a verifier uses (offsets per tee.md §1.8 / SEV-SNP ABI Table 22).
+/// The fields a verifier uses (offsets per docs/tee.md §1.8 / SEV-SNP ABI Table 22).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnpReport {
     pub raw: Vec<u8>,
