@@ -8,7 +8,6 @@ use crate::fetch::Fetched;
 use crate::guest::GuestBinaries;
 use crate::initramfs::{self, Entry, EntryKind};
 use crate::kmod::{Closure, ModuleIndex, ModuleInfo};
-use crate::pcr_prediction::{EventInfo, PcrPrediction};
 use crate::spec::{PartSize, Spec};
 use crate::stages::StageCache;
 use crate::verity_image::VerityImage;
@@ -235,8 +234,6 @@ pub struct UkiMeta {
     pub stub_version: String,
     pub cmdline: String,
     pub sections: Vec<uki::SectionInfo>,
-    /// PCR 11 as systemd-stub will extend it: events in the stub's measurement order.
-    pub pcr11: PcrPrediction,
 }
 
 pub struct Uki {
@@ -303,7 +300,6 @@ pub fn uki(
                 stub_version: stub_info.version.clone(),
                 cmdline: cmdline.clone(),
                 sections: uki::list_sections(&image)?,
-                pcr11: pcr11_prediction(&image)?,
             })
         },
     )?;
@@ -400,28 +396,4 @@ fn esp_size(spec: &Spec, uki_len: u64) -> u64 {
         PartSize::Fit => esp::fit_size(uki_len),
         PartSize::Bytes(n) => n,
     }
-}
-
-/// PCR 11 of a UKI: two events per section the stub knows (name with NUL, then the section as loaded),
-/// in the stub's own measurement order — not file order.
-pub fn pcr11_prediction(image: &[u8]) -> Result<PcrPrediction> {
-    use cvm_measure::pe;
-    let order = pe::stub_sections(&pe::stub_version(image)?)?.measured_order;
-    let measurements = pe::pcr11_measurements(image, order)?;
-    let mut events = vec![];
-    for m in &measurements {
-        events.push(EventInfo {
-            description: format!("UKI section name {}", m.name),
-            digest: hex::encode(m.name_digest),
-        });
-        events.push(EventInfo {
-            description: format!("UKI section {}", m.name),
-            digest: hex::encode(m.content_digest),
-        });
-    }
-    Ok(PcrPrediction {
-        bank: "sha256".into(),
-        value: hex::encode(pe::pcr11_value(&measurements)),
-        events,
-    })
 }

@@ -82,7 +82,9 @@ fn uki_report(disk: &Path, layout: &gpt::DiskLayout) -> Result<Option<UkiReport>
     };
     let esp_img = read_range(disk, esp_part.first_lba * gpt::SECTOR, esp_part.size_bytes)?;
     let image = esp::read_file(&esp_img, cvm_disk::esp_paths::UKI)?;
-    let pcr11 = crate::boot::pcr11_prediction(&image)?;
+    let sha256 = [cvm_measure::eventlog::HashAlg::SHA256];
+    let events = cvm_measure::predict::pcr11::uki_section_events(&image, &sha256)?;
+    let pcr11 = crate::pcr_prediction::PcrPrediction::from_events(&events, 11)?;
     let sections = uki::list_sections(&image)?;
     let headers = cvm_measure::pe::sections(&image)?;
     let cmdline = match headers.iter().find(|h| h.name == ".cmdline") {

@@ -8,11 +8,12 @@ use crate::boot::{EspImage, Initrd, Uki};
 use crate::fetch::Fetched;
 use crate::gpt::DiskLayout;
 use crate::guest::GuestBinaries;
-use crate::pcr_prediction::{EventInfo, PcrPrediction};
+use crate::pcr_prediction::PcrPrediction;
 use crate::spec::Spec;
 use crate::verity_image::VerityImage;
-use crate::{ids, rootfs, uki};
+use crate::{ids, uki};
 use anyhow::{Context, Result};
+use cvm_measure::workload::WORKLOAD_PCR;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -153,6 +154,8 @@ pub struct Parts<'a> {
     pub artifacts: &'a [(String, std::path::PathBuf)],
     /// Secure Boot certificates and PCR 7, when signing was on.
     pub secure_boot: Option<&'a crate::secureboot::SecureBootInfo>,
+    /// The predicted boot of the golden file, whose PCR 11 and 23 the manifest records.
+    pub predicted: &'a [cvm_measure::eventlog::ExpectedEvent],
 }
 
 impl Manifest {
@@ -249,44 +252,6 @@ fn verity_entry(img: &VerityImage, data: &str, hash: &str) -> VerityEntry {
     }
 }
 
-fn prediction(events: Vec<EventInfo>, value: [u8; 32]) -> PcrPrediction {
-    PcrPrediction {
-        bank: "sha256".into(),
-        value: hex::encode(value),
-        events,
-    }
-}
-
-fn pcr23(spec: &Spec, img: &VerityImage) -> Result<Option<PcrPrediction>> {
-    let Some(w) = &spec.workload else {
-        return Ok(None);
-    };
-    let manifest_path = w.dir.join(rootfs::WORKLOAD_MANIFEST);
-    let manifest = std::fs::read(&manifest_path)
-        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-    // The manifest records the SHA-256 bank (golden-measurement.json has every bank).
-    let bank = cvm_measure::eventlog::HashAlg::SHA256;
-    let events = cvm_measure::workload::workload_events(
-        &img.info.root_hash,
-        rootfs::WORKLOAD_MANIFEST,
-        &manifest,
-        &[bank],
-    );
-    let value: [u8; 32] = cvm_measure::workload::replay(&events, bank)
-        .map_err(anyhow::Error::msg)?
-        .remove(&cvm_measure::workload::WORKLOAD_PCR)
-        .and_then(|v| v.try_into().ok())
-        .context("workload events extend no SHA-256 PCR 23")?;
-    let infos = events
-        .iter()
-        .map(|e| EventInfo {
-            description: e.description.clone(),
-            digest: e.digest(bank).map(hex::encode).unwrap_or_default(),
-        })
-        .collect();
-    Ok(Some(prediction(infos, value)))
-}
-
 pub fn assemble(p: Parts) -> Result<Manifest> {
     let spec = p.spec;
     let partitions = p
@@ -350,9 +315,9 @@ pub fn assemble(p: Parts) -> Result<Manifest> {
             sections: p.uki.meta.sections.clone(),
         },
         measurements: Measurements {
-            pcr11: p.uki.meta.pcr11.clone(),
+            pcr11: PcrPrediction::from_events(p.predicted, 11)?,
             pcr23: match p.workload {
-                Some(w) => pcr23(spec, w)?,
+                Some(_) => Some(PcrPrediction::from_events(p.predicted, WORKLOAD_PCR)?),
                 None => None,
             },
         },

@@ -21,6 +21,7 @@ use crate::spec::{PartSize, Spec};
 use crate::stages::StageCache;
 use crate::{boot, esp, golden, ids, predict, rootfs, secureboot, verity_image};
 use anyhow::{bail, ensure, Context, Result};
+use cvm_measure::eventlog::ExpectedEvent;
 use cvm_verify::golden_sign;
 use std::path::{Path, PathBuf};
 
@@ -136,6 +137,7 @@ pub fn build(spec: &Spec, opts: &Options) -> Result<BuildResult> {
         disk: &disk,
         artifacts: &listed_outputs(artifacts, secure_boot.as_ref()),
         secure_boot: secure_boot.as_ref().map(|sb| &sb.outputs.info),
+        predicted: &golden.events,
     })?;
     cx.write_golden(&golden)?;
     cx.write_output("manifest.json", &manifest.to_json()?)?;
@@ -171,6 +173,8 @@ struct SecureBoot {
 struct GoldenFile {
     json: Vec<u8>,
     sig: Option<Vec<u8>>,
+    /// The predicted boot the file was made from; the manifest's PCR values come from it too.
+    events: Vec<ExpectedEvent>,
 }
 
 impl<'a> BuildContext<'a> {
@@ -246,21 +250,14 @@ impl<'a> BuildContext<'a> {
         secure_boot: Option<&SecureBoot>,
     ) -> Result<GoldenFile> {
         let enrolled = secure_boot.map(|sb| &sb.enrolled);
-        let json = predict_golden(
-            self.spec,
-            &self.opts.lock,
-            inputs,
-            uki,
-            workload,
-            disk,
-            enrolled,
-        )?;
+        let events = predict_events(self.spec, inputs, uki, workload, disk, enrolled)?;
+        let json = render_golden(self.spec, &self.opts.lock, inputs, uki, &events, enrolled)?;
         let sig = self
             .golden_key
             .as_ref()
             .map(|key| sign_golden(key, &json))
             .transpose()?;
-        Ok(GoldenFile { json, sig })
+        Ok(GoldenFile { json, sig, events })
     }
 
     /// The ESP rebuilt with the golden file embedded, in place of the UKI-only one in `parts`; it
@@ -459,15 +456,16 @@ fn write_artifacts(
 /// `disk` needs only its partition table. With Secure Boot (`enrolled` = the enrolled VARS store
 /// and the db certificate that signed the UKI), PCR 7 comes from that store and systemd-stub 252
 /// loads the kernel without a PCR 4 event.
-fn predict_golden(
+/// The expected events of a boot of the image on the qemu profile, in every bank of
+/// [`predict::BANKS`]; with `enrolled` (the enrolled VARS and the db certificate), Secure Boot's PCR 7.
+fn predict_events(
     spec: &Spec,
-    lock: &std::path::Path,
     inputs: &fetch::Fetched,
     uki: &boot::Uki,
     workload: Option<&verity_image::VerityImage>,
     disk: &std::path::Path,
     enrolled: Option<&(PathBuf, Vec<u8>)>,
-) -> Result<Vec<u8>> {
+) -> Result<Vec<ExpectedEvent>> {
     let workload = match workload {
         Some(w) => predict::workload_events_for_hash(&w.info.root_hash, spec)?,
         None => Vec::new(),
@@ -492,6 +490,18 @@ fn predict_golden(
         });
         events.splice(at.min(events.len())..at.min(events.len()), pcr7);
     }
+    Ok(events)
+}
+
+/// `golden-measurement.json` for the predicted `events`.
+fn render_golden(
+    spec: &Spec,
+    lock: &std::path::Path,
+    inputs: &fetch::Fetched,
+    uki: &boot::Uki,
+    events: &[ExpectedEvent],
+    enrolled: Option<&(PathBuf, Vec<u8>)>,
+) -> Result<Vec<u8>> {
     // qemu PCR 0/1: the recorded reference boot pinned in the lock (src/reference).
     let firmware = crate::reference::for_build(lock, spec, inputs, enrolled.is_some())?;
     let g = golden::golden(
@@ -499,7 +509,7 @@ fn predict_golden(
         &spec.image.version,
         &uki.meta.sha256,
         enrolled.is_some(),
-        &events,
+        events,
         &firmware,
     )?;
     let mut json = serde_json::to_vec_pretty(&g)?;
