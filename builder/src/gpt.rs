@@ -41,7 +41,7 @@ const COPY_BUFFER: usize = 4 << 20;
 const HOLE_GRANULE: usize = 64 << 10;
 
 /// EFI System Partition (UEFI spec; DPS `esp`).
-pub const ESP_TYPE: Uuid = uuid!("c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
+pub const ESP_TYPE: Uuid = Uuid::from_bytes(cvm_disk::guid::ESP_TYPE);
 /// Root partition, x86-64 (Discoverable Partitions Specification `root-x86-64`).
 pub const ROOT_X86_64_TYPE: Uuid = uuid!("4f68bce3-e8cd-4db1-96e7-fbcaf984b709");
 /// Root verity partition, x86-64 (DPS `root-x86-64-verity`).
@@ -120,12 +120,12 @@ pub fn derive_guid(namespace: &[u8], name: &str) -> Uuid {
 
 /// EFI on-disk (mixed-endian) bytes of a GUID.
 pub fn to_gpt_bytes(guid: Uuid) -> [u8; 16] {
-    guid.to_bytes_le()
+    cvm_disk::guid::to_disk(*guid.as_bytes())
 }
 
 /// GUID from its EFI on-disk (mixed-endian) bytes.
 pub fn from_gpt_bytes(bytes: [u8; 16]) -> Uuid {
-    Uuid::from_bytes_le(bytes)
+    Uuid::from_bytes(cvm_disk::guid::from_disk(bytes))
 }
 
 /// Places the partitions in order, each 1 MiB-aligned with a size rounded up to 1 MiB, the
@@ -588,17 +588,6 @@ mod tests {
 
     fn disk_guid() -> Uuid {
         derive_guid(b"test", "disk")
-    }
-
-    #[test]
-    fn guid_byte_order_is_efi_mixed_endian() {
-        // docs/formats.md §4 / UEFI spec appendix A.
-        let expected = [
-            0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e,
-            0xc9, 0x3b,
-        ];
-        assert_eq!(to_gpt_bytes(ESP_TYPE), expected);
-        assert_eq!(from_gpt_bytes(expected), ESP_TYPE);
     }
 
     #[test]

@@ -58,7 +58,7 @@ fn verity_reports(disk: &Path, layout: &gpt::DiskLayout) -> Result<Vec<VerityRep
             hash_part.first_lba * gpt::SECTOR,
             verity::SUPERBLOCK_SIZE as u64,
         )?;
-        let sb = verity::parse_superblock(&sb)
+        let sb = cvm_disk::verity_superblock::parse(&sb)
             .with_context(|| format!("partition {}", hash_part.name))?;
         let mut root = data_part.uuid.as_bytes().to_vec();
         root.extend_from_slice(hash_part.uuid.as_bytes());

@@ -21,6 +21,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
+// `struct verity_sb`: its layout is defined once, with its reader, in cvm-disk.
+use cvm_disk::verity_superblock::{self as sb, Superblock};
 use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
@@ -46,31 +48,6 @@ const MIN_BLOCKS_PER_THREAD: u64 = 1024;
 
 /// Bytes of the verity superblock at the start of the hash area.
 pub const SUPERBLOCK_SIZE: usize = sb::SIZE;
-
-/// `struct verity_sb` (cryptsetup `lib/verity/verity.c`): field offsets and values.
-mod sb {
-    /// The superblock occupies the first 512 bytes of the first hash block.
-    pub const SIZE: usize = 512;
-    pub const SIGNATURE: &[u8; 8] = b"verity\0\0";
-    /// On-disk superblock format version.
-    pub const VERSION: u32 = 1;
-    /// Hash type 1 = normal (salt first, entries padded to a power of two); 0 = Chrome OS.
-    pub const HASH_TYPE_NORMAL: u32 = 1;
-    /// Largest salt the superblock can hold.
-    pub const MAX_SALT_SIZE: usize = 256;
-    pub const ALGORITHM_SIZE: usize = 32;
-
-    pub const OFF_SIGNATURE: usize = 0;
-    pub const OFF_VERSION: usize = 8;
-    pub const OFF_HASH_TYPE: usize = 12;
-    pub const OFF_UUID: usize = 16;
-    pub const OFF_ALGORITHM: usize = 32;
-    pub const OFF_DATA_BLOCK_SIZE: usize = 64;
-    pub const OFF_HASH_BLOCK_SIZE: usize = 68;
-    pub const OFF_DATA_BLOCKS: usize = 72;
-    pub const OFF_SALT_SIZE: usize = 80;
-    pub const OFF_SALT: usize = 88;
-}
 
 /// Inputs that make the output reproducible (veritysetup picks both at random otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,128 +105,57 @@ impl VerityInfo {
     }
 }
 
-/// A parsed verity superblock, as `inspect` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Superblock {
-    pub version: u32,
-    pub hash_type: u32,
-    #[serde(serialize_with = "serialize_uuid")]
-    pub uuid: [u8; 16],
-    pub algorithm: String,
-    pub data_block_size: u32,
-    pub hash_block_size: u32,
-    pub data_blocks: u64,
-    #[serde(serialize_with = "serialize_hex")]
-    pub salt: Vec<u8>,
-}
-
-impl Superblock {
-    /// The superblock [`format`] writes for these parameters.
-    fn for_params(params: &VerityParams, data_blocks: u64) -> Self {
-        Superblock {
-            version: sb::VERSION,
-            hash_type: sb::HASH_TYPE_NORMAL,
-            uuid: params.uuid,
-            algorithm: HASH_ALGORITHM.to_owned(),
-            data_block_size: BLOCK_SIZE as u32,
-            hash_block_size: BLOCK_SIZE as u32,
-            data_blocks,
-            salt: params.salt.to_vec(),
-        }
-    }
-
-    /// The 512 on-disk bytes (`struct verity_sb`, little-endian, zero padding).
-    fn to_bytes(&self) -> Result<[u8; sb::SIZE]> {
-        ensure!(
-            self.salt.len() <= sb::MAX_SALT_SIZE,
-            "verity salt is {} bytes; the superblock holds at most {}",
-            self.salt.len(),
-            sb::MAX_SALT_SIZE
-        );
-        ensure!(
-            self.algorithm.len() < sb::ALGORITHM_SIZE,
-            "hash algorithm name {:?} does not fit the superblock",
-            self.algorithm
-        );
-        let mut b = [0u8; sb::SIZE];
-        put(&mut b, sb::OFF_SIGNATURE, sb::SIGNATURE);
-        put(&mut b, sb::OFF_VERSION, &self.version.to_le_bytes());
-        put(&mut b, sb::OFF_HASH_TYPE, &self.hash_type.to_le_bytes());
-        put(&mut b, sb::OFF_UUID, &self.uuid);
-        put(&mut b, sb::OFF_ALGORITHM, self.algorithm.as_bytes());
-        put(
-            &mut b,
-            sb::OFF_DATA_BLOCK_SIZE,
-            &self.data_block_size.to_le_bytes(),
-        );
-        put(
-            &mut b,
-            sb::OFF_HASH_BLOCK_SIZE,
-            &self.hash_block_size.to_le_bytes(),
-        );
-        put(&mut b, sb::OFF_DATA_BLOCKS, &self.data_blocks.to_le_bytes());
-        put(
-            &mut b,
-            sb::OFF_SALT_SIZE,
-            &(self.salt.len() as u16).to_le_bytes(),
-        );
-        put(&mut b, sb::OFF_SALT, &self.salt);
-        Ok(b)
+/// The superblock [`format`] writes for these parameters (its reader is [`sb::parse`]).
+fn superblock_for(params: &VerityParams, data_blocks: u64) -> Superblock {
+    Superblock {
+        version: sb::VERSION,
+        hash_type: sb::HASH_TYPE_NORMAL,
+        uuid: params.uuid,
+        algorithm: HASH_ALGORITHM.to_owned(),
+        data_block_size: BLOCK_SIZE as u32,
+        hash_block_size: BLOCK_SIZE as u32,
+        data_blocks,
+        salt: params.salt.to_vec(),
     }
 }
 
-/// Parses a verity superblock: the first 512 bytes of a hash device formatted with a superblock.
-pub fn parse_superblock(bytes: &[u8]) -> Result<Superblock> {
+/// The 512 on-disk bytes of `sb` (`struct verity_sb`, little-endian, zero padding).
+fn superblock_bytes(s: &Superblock) -> Result<[u8; sb::SIZE]> {
     ensure!(
-        bytes.len() >= sb::SIZE,
-        "verity superblock needs {} bytes, got {}",
-        sb::SIZE,
-        bytes.len()
-    );
-    ensure!(
-        &bytes[sb::OFF_SIGNATURE..sb::OFF_SIGNATURE + 8] == sb::SIGNATURE,
-        "no verity superblock: signature is not \"verity\" (was the hash area formatted with \
-         --no-superblock, or is this the data device?)"
-    );
-    let version = le_u32(bytes, sb::OFF_VERSION);
-    ensure!(
-        version == sb::VERSION,
-        "unsupported verity superblock version {version} (only {} exists)",
-        sb::VERSION
-    );
-    let salt_size = usize::from(u16::from_le_bytes([
-        bytes[sb::OFF_SALT_SIZE],
-        bytes[sb::OFF_SALT_SIZE + 1],
-    ]));
-    ensure!(
-        salt_size <= sb::MAX_SALT_SIZE,
-        "corrupt verity superblock: salt_size {salt_size} exceeds {}",
+        s.salt.len() <= sb::MAX_SALT_SIZE,
+        "verity salt is {} bytes; the superblock holds at most {}",
+        s.salt.len(),
         sb::MAX_SALT_SIZE
     );
-    let algorithm_field = &bytes[sb::OFF_ALGORITHM..sb::OFF_ALGORITHM + sb::ALGORITHM_SIZE];
-    let algorithm_len = algorithm_field
-        .iter()
-        .position(|&c| c == 0)
-        .unwrap_or(sb::ALGORITHM_SIZE);
-    let algorithm = std::str::from_utf8(&algorithm_field[..algorithm_len])
-        .context("corrupt verity superblock: algorithm name is not text")?
-        .to_owned();
-    let mut uuid = [0u8; 16];
-    uuid.copy_from_slice(&bytes[sb::OFF_UUID..sb::OFF_UUID + 16]);
-    Ok(Superblock {
-        version,
-        hash_type: le_u32(bytes, sb::OFF_HASH_TYPE),
-        uuid,
-        algorithm,
-        data_block_size: le_u32(bytes, sb::OFF_DATA_BLOCK_SIZE),
-        hash_block_size: le_u32(bytes, sb::OFF_HASH_BLOCK_SIZE),
-        data_blocks: u64::from_le_bytes(
-            bytes[sb::OFF_DATA_BLOCKS..sb::OFF_DATA_BLOCKS + 8]
-                .try_into()
-                .context("superblock data_blocks field")?,
-        ),
-        salt: bytes[sb::OFF_SALT..sb::OFF_SALT + salt_size].to_vec(),
-    })
+    ensure!(
+        s.algorithm.len() < sb::ALGORITHM_SIZE,
+        "hash algorithm name {:?} does not fit the superblock",
+        s.algorithm
+    );
+    let mut b = [0u8; sb::SIZE];
+    put(&mut b, sb::OFF_SIGNATURE, sb::SIGNATURE);
+    put(&mut b, sb::OFF_VERSION, &s.version.to_le_bytes());
+    put(&mut b, sb::OFF_HASH_TYPE, &s.hash_type.to_le_bytes());
+    put(&mut b, sb::OFF_UUID, &s.uuid);
+    put(&mut b, sb::OFF_ALGORITHM, s.algorithm.as_bytes());
+    put(
+        &mut b,
+        sb::OFF_DATA_BLOCK_SIZE,
+        &s.data_block_size.to_le_bytes(),
+    );
+    put(
+        &mut b,
+        sb::OFF_HASH_BLOCK_SIZE,
+        &s.hash_block_size.to_le_bytes(),
+    );
+    put(&mut b, sb::OFF_DATA_BLOCKS, &s.data_blocks.to_le_bytes());
+    put(
+        &mut b,
+        sb::OFF_SALT_SIZE,
+        &(s.salt.len() as u16).to_le_bytes(),
+    );
+    put(&mut b, sb::OFF_SALT, &s.salt);
+    Ok(b)
 }
 
 /// Number of hash blocks of each tree level, level 0 first, for `data_blocks` data blocks.
@@ -296,7 +202,7 @@ pub fn format_with_threads(
     let threads = level0_threads(data_blocks, max_threads);
     let level0 = hash_data_blocks(&file, data, data_blocks, &salted, threads)?;
     let (levels, root_hash) = build_tree(level0, data_blocks, &salted);
-    let superblock = Superblock::for_params(params, data_blocks).to_bytes()?;
+    let superblock = superblock_bytes(&superblock_for(params, data_blocks))?;
     write_hash_area(hash_out, &superblock, &levels)?;
     let tree_blocks: usize = levels.iter().map(|l| l.len() / BLOCK_SIZE as usize).sum();
     Ok(VerityInfo {
@@ -468,15 +374,6 @@ fn serialize_uuid<S: Serializer>(uuid: &[u8; 16], s: S) -> Result<S::Ok, S::Erro
 
 fn put(buf: &mut [u8], offset: usize, field: &[u8]) {
     buf[offset..offset + field.len()].copy_from_slice(field);
-}
-
-fn le_u32(buf: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes([
-        buf[offset],
-        buf[offset + 1],
-        buf[offset + 2],
-        buf[offset + 3],
-    ])
 }
 
 #[cfg(test)]
@@ -713,7 +610,7 @@ mod tests {
         write_pattern(&data, 74, 3);
         reference_format(&data, &hash);
         let bytes = std::fs::read(&hash).expect("read hash");
-        let sb = parse_superblock(&bytes[..512]).expect("parse");
+        let sb = sb::parse(&bytes[..512]).expect("parse");
         assert_eq!(sb.version, 1);
         assert_eq!(sb.hash_type, 1);
         assert_eq!(format_uuid(&sb.uuid), UUID_TEXT);
@@ -722,22 +619,6 @@ mod tests {
         assert_eq!(sb.hash_block_size, 4096);
         assert_eq!(sb.data_blocks, 74);
         assert_eq!(hex::encode(&sb.salt), SALT_HEX);
-    }
-
-    #[test]
-    fn parse_superblock_rejects_other_data() {
-        assert!(parse_superblock(&[0u8; 100]).is_err());
-        let err = format!("{:#}", parse_superblock(&[0u8; 512]).unwrap_err());
-        assert!(err.contains("signature"), "{err}");
-        let mut sb = [0u8; 512];
-        sb[..8].copy_from_slice(b"verity\0\0");
-        sb[8] = 2;
-        let err = format!("{:#}", parse_superblock(&sb).unwrap_err());
-        assert!(err.contains("version 2"), "{err}");
-        sb[8] = 1;
-        sb[80..82].copy_from_slice(&300u16.to_le_bytes());
-        let err = format!("{:#}", parse_superblock(&sb).unwrap_err());
-        assert!(err.contains("salt_size 300"), "{err}");
     }
 
     /// Table line written out by hand from docs/formats.md §1.4 around veritysetup's root hash.

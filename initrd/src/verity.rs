@@ -1,14 +1,11 @@
 //! dm-verity parameters: the superblock `veritysetup format` writes (cryptsetup `struct verity_sb`)
 //! and the kernel table line (`Documentation/admin-guide/device-mapper/verity.rst`).
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
+use cvm_disk::verity_superblock;
 
-/// `signature` of the verity superblock.
-const VERITY_SIGNATURE: &[u8; 8] = b"verity\0\0";
-/// Superblock `version` this code understands.
-const VERITY_SB_VERSION: u32 = 1;
 /// `hash_type` 1: the normal (non-Chrome-OS) format, salt prepended.
-pub const VERITY_HASH_TYPE: u32 = 1;
+pub const VERITY_HASH_TYPE: u32 = verity_superblock::HASH_TYPE_NORMAL;
 /// Data and hash block size used by every image this project builds.
 pub const VERITY_BLOCK_SIZE: u32 = 4096;
 /// 512-byte sectors per verity block.
@@ -16,27 +13,13 @@ pub const SECTORS_PER_BLOCK: u64 = VERITY_BLOCK_SIZE as u64 / 512;
 /// The only hash algorithm used.
 pub const VERITY_ALGORITHM: &str = "sha256";
 /// Superblock length on disk (the rest of the first hash block is zero).
-pub const SUPERBLOCK_LEN: usize = 512;
-/// `salt` field capacity.
-const MAX_SALT: usize = 256;
+pub const SUPERBLOCK_LEN: usize = verity_superblock::SIZE;
 
 /// What the init needs of a verity superblock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Superblock {
     pub data_blocks: u64,
     pub salt: Vec<u8>,
-}
-
-fn le16(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-fn le32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-fn le64(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// Parses the superblock at the start of a hash device. Only the layout this project produces is
@@ -46,42 +29,26 @@ fn le64(b: &[u8], off: usize) -> u64 {
 /// (salt, data_blocks) feeds the hash tree whose root must equal the measured root hash — a forged
 /// salt or size yields a different root and the kernel refuses every read.
 pub fn parse_superblock(b: &[u8]) -> Result<Superblock> {
-    ensure!(b.len() >= SUPERBLOCK_LEN, "verity superblock is truncated");
-    if &b[0..8] != VERITY_SIGNATURE {
-        bail!("no verity superblock (signature is not \"verity\")");
-    }
-    let version = le32(b, 8);
+    let sb = verity_superblock::parse(b)?;
     ensure!(
-        version == VERITY_SB_VERSION,
-        "verity superblock version {version} (expected {VERITY_SB_VERSION})"
+        sb.hash_type == VERITY_HASH_TYPE,
+        "verity hash_type {} (expected {VERITY_HASH_TYPE}, veritysetup --format=1)",
+        sb.hash_type
     );
-    let hash_type = le32(b, 12);
     ensure!(
-        hash_type == VERITY_HASH_TYPE,
-        "verity hash_type {hash_type} (expected {VERITY_HASH_TYPE}, veritysetup --format=1)"
+        sb.algorithm == VERITY_ALGORITHM,
+        "verity algorithm {:?} (expected {VERITY_ALGORITHM})",
+        sb.algorithm
     );
-    let alg_field = &b[32..64];
-    let alg_end = alg_field.iter().position(|&c| c == 0).unwrap_or(32);
-    let alg = String::from_utf8_lossy(&alg_field[..alg_end]);
-    ensure!(
-        alg == VERITY_ALGORITHM,
-        "verity algorithm {alg:?} (expected {VERITY_ALGORITHM})"
-    );
-    let (dbs, hbs) = (le32(b, 64), le32(b, 68));
+    let (dbs, hbs) = (sb.data_block_size, sb.hash_block_size);
     ensure!(
         dbs == VERITY_BLOCK_SIZE && hbs == VERITY_BLOCK_SIZE,
         "verity block sizes {dbs}/{hbs} (expected {VERITY_BLOCK_SIZE}/{VERITY_BLOCK_SIZE})"
     );
-    let data_blocks = le64(b, 72);
-    ensure!(data_blocks > 0, "verity superblock has 0 data blocks");
-    let salt_size = le16(b, 80) as usize;
-    ensure!(
-        salt_size <= MAX_SALT,
-        "verity salt_size {salt_size} > {MAX_SALT}"
-    );
+    ensure!(sb.data_blocks > 0, "verity superblock has 0 data blocks");
     Ok(Superblock {
-        data_blocks,
-        salt: b[88..88 + salt_size].to_vec(),
+        data_blocks: sb.data_blocks,
+        salt: sb.salt,
     })
 }
 

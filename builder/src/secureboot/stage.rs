@@ -211,11 +211,6 @@ mod tests {
                 stub_version: "test".into(),
                 cmdline: String::new(),
                 sections: uki::list_sections(&image).unwrap(),
-                pcr11: PcrPrediction {
-                    bank: "sha256".into(),
-                    value: String::new(),
-                    events: vec![],
-                },
             },
         };
         let keys = load(&test_keys_dir()).unwrap();
