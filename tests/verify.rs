@@ -40,44 +40,25 @@ fn booted() -> &'static Booted {
 
 fn boot_once() -> Booted {
     let out = default_image().copy_to("verify-boot");
-    let (state, _) = run_detached(&out);
-    let agent = state["agent_url"].as_str().unwrap().to_string();
     let dir = scratch("verify-evidence");
     let golden = out.join("golden-measurement.json");
-    let (eventlog, pcrs, runtime) = (
-        dir.join("eventlog.bin"),
-        dir.join("pcrs.json"),
-        dir.join("runtime-eventlog.jsonl"),
-    );
-    let fetched = std::panic::catch_unwind(|| {
-        curl_to(&format!("{agent}/pcrs"), &pcrs);
-        curl_to(&format!("{agent}/eventlog"), &eventlog);
-        curl_to(&format!("{agent}/eventlog/runtime"), &runtime);
-        run(Command::new(cvm_image())
+    let (evidence, live) = with_detached_vm(&out, |agent| {
+        let evidence = fetch_evidence(agent, &dir);
+        let live = run(Command::new(cvm_image())
             .arg("verify")
             .arg("--golden")
             .arg(&golden)
-            .args(["--agent", &agent, "--json"])
+            .args(["--agent", agent, "--json"])
             .arg("--ek-ca")
-            .arg(out.join("ek-ca.pem")))
+            .arg(out.join("ek-ca.pem")));
+        (evidence, live)
     });
-    let stop = run(Command::new(cvm_image())
-        .args(["stop", "--grace", "20", "--out"])
-        .arg(&out));
-    assert!(
-        stop.status.success(),
-        "stop failed: {}",
-        String::from_utf8_lossy(&stop.stderr)
-    );
-    match fetched {
-        Ok(live) => Booted {
-            golden,
-            eventlog,
-            pcrs,
-            runtime,
-            live,
-        },
-        Err(e) => std::panic::resume_unwind(e),
+    Booted {
+        golden,
+        eventlog: evidence.eventlog,
+        pcrs: evidence.pcrs,
+        runtime: evidence.runtime,
+        live,
     }
 }
 

@@ -152,6 +152,51 @@ pub fn curl_to(url: &str, dest: &Path) {
         .arg(url));
 }
 
+/// `cvm-image stop --grace 20 --out OUT`; a failed stop fails the test with its stderr.
+pub fn stop_vm(out: &Path) {
+    let stop = run(Command::new(cvm_image())
+        .args(["stop", "--grace", "20", "--out"])
+        .arg(out));
+    assert!(
+        stop.status.success(),
+        "stop failed: {}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+}
+
+/// Boots `out` with `run --detach`, gives `with_agent` the agent's URL, then stops the VM — also
+/// when `with_agent` panics, whose panic is raised again after the stop.
+pub fn with_detached_vm<T>(out: &Path, with_agent: impl FnOnce(&str) -> T) -> T {
+    let (state, _) = run_detached(out);
+    let agent = state["agent_url"]
+        .as_str()
+        .expect("run.json names agent_url")
+        .to_string();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| with_agent(&agent)));
+    stop_vm(out);
+    result.unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// The files a verifier reads, as a live agent served them.
+pub struct Evidence {
+    pub pcrs: PathBuf,
+    pub eventlog: PathBuf,
+    pub runtime: PathBuf,
+}
+
+/// `GET /pcrs`, `/eventlog` and `/eventlog/runtime` of `agent` into `dir`.
+pub fn fetch_evidence(agent: &str, dir: &Path) -> Evidence {
+    let e = Evidence {
+        pcrs: dir.join("pcrs.json"),
+        eventlog: dir.join("eventlog.bin"),
+        runtime: dir.join("runtime-eventlog.jsonl"),
+    };
+    curl_to(&format!("{agent}/pcrs"), &e.pcrs);
+    curl_to(&format!("{agent}/eventlog"), &e.eventlog);
+    curl_to(&format!("{agent}/eventlog/runtime"), &e.runtime);
+    e
+}
+
 /// The value `init` computes once per test binary (a boot); a failure is remembered, not retried,
 /// and every caller panics with its message.
 pub fn once<T: Send + Sync>(

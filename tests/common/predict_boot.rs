@@ -103,27 +103,11 @@ fn boot_once(profile: Profile) -> Booted {
     let args = kernel_args(profile);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = shared_image(&args).copy_to("predict-boot-image");
-    let (state, _) = run_detached(&out);
-    let agent = state["agent_url"].as_str().unwrap().to_string();
-    let log_path = out.join("eventlog.bin");
-    let runtime_path = out.join("runtime-eventlog.jsonl");
-    let pcrs_path = out.join("pcrs.json");
-    let fetched = std::panic::catch_unwind(|| {
-        curl_to(&format!("{agent}/pcrs"), &pcrs_path);
-        curl_to(&format!("{agent}/eventlog"), &log_path);
-        curl_to(&format!("{agent}/eventlog/runtime"), &runtime_path);
-    });
-    let stop = run(Command::new(cvm_image())
-        .args(["stop", "--grace", "20", "--out"])
-        .arg(&out));
-    assert!(
-        stop.status.success(),
-        "stop failed: {}",
-        String::from_utf8_lossy(&stop.stderr)
-    );
-    if let Err(e) = fetched {
-        std::panic::resume_unwind(e);
-    }
+    let Evidence {
+        pcrs: pcrs_path,
+        eventlog: log_path,
+        runtime: runtime_path,
+    } = with_detached_vm(&out, |agent| fetch_evidence(agent, &out));
     let pcrs: BTreeMap<String, BTreeMap<u32, String>> =
         serde_json::from_slice(&std::fs::read(&pcrs_path).unwrap()).unwrap();
     let pcrs = pcrs
