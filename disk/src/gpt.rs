@@ -48,6 +48,13 @@ pub enum GptError {
     EntryCrc,
     #[error("GPT partition {0} ends before it starts")]
     Inverted(u32),
+    /// A sector number whose byte offset does not fit 64 bits: no disk has it, only a forged table.
+    #[error("GPT {what} at LBA {lba} lies beyond any disk ({sector}-byte sectors)")]
+    OutOfRange {
+        what: &'static str,
+        lba: u64,
+        sector: u64,
+    },
 }
 
 /// The primary header's fields (GUIDs in textual byte order) and its raw bytes.
@@ -121,14 +128,14 @@ impl Gpt {
         let mut entries = vec![0u8; array as usize];
         read_at(
             dev,
-            header.entries_lba * sector,
+            byte_offset("entry array", header.entries_lba, sector)?,
             &mut entries,
             "the GPT entry array",
         )?;
         if crc32(&entries) != le32(&sector_bytes, 88) {
             return Err(GptError::EntryCrc);
         }
-        let partitions = parse_entries(&entries, header.entry_size as usize)?;
+        let partitions = parse_entries(&entries, header.entry_size as usize, sector)?;
         Ok(Gpt {
             sector,
             header,
@@ -228,8 +235,19 @@ fn is_used(entry: &[u8]) -> bool {
     entry[0..16].iter().any(|&b| b != 0)
 }
 
-/// The used entries of an entry array, numbered from 1.
-fn parse_entries(entries: &[u8], entry_size: usize) -> Result<Vec<Partition>, GptError> {
+/// Byte offset of `lba`, or [`GptError::OutOfRange`].
+fn byte_offset(what: &'static str, lba: u64, sector: u64) -> Result<u64, GptError> {
+    lba.checked_mul(sector)
+        .ok_or(GptError::OutOfRange { what, lba, sector })
+}
+
+/// The used entries of an entry array, numbered from 1. Every partition's end, in bytes, fits 64
+/// bits, so [`Partition::sectors`] and [`Partition::byte_range`] cannot overflow.
+fn parse_entries(
+    entries: &[u8],
+    entry_size: usize,
+    sector: u64,
+) -> Result<Vec<Partition>, GptError> {
     entries
         .chunks_exact(entry_size)
         .zip(1u32..)
@@ -239,6 +257,12 @@ fn parse_entries(entries: &[u8], entry_size: usize) -> Result<Vec<Partition>, Gp
             if last_lba < first_lba {
                 return Err(GptError::Inverted(number));
             }
+            let end = last_lba.checked_add(1).ok_or(GptError::OutOfRange {
+                what: "partition end",
+                lba: last_lba,
+                sector,
+            })?;
+            byte_offset("partition end", end, sector)?;
             Ok(Partition {
                 number,
                 type_guid: guid_at(e, 0),
@@ -395,5 +419,59 @@ mod tests {
         disk[512 + 40] ^= 1;
         let e = Gpt::read(&mut Cursor::new(disk), 512).unwrap_err();
         assert!(e.to_string().contains("header CRC"), "{e}");
+    }
+
+    /// `minimal_disk` with one partition entry and both CRCs recomputed.
+    fn with_entry(mut disk: Vec<u8>, entry: &[u8; 128]) -> Vec<u8> {
+        disk[2 * 512..2 * 512 + 128].copy_from_slice(entry);
+        reseal(&mut disk);
+        disk
+    }
+
+    /// Recomputes the entry-array and header CRCs, as a host forging the table would.
+    fn reseal(disk: &mut [u8]) {
+        let array = crc32(&disk[2 * 512..2 * 512 + 4 * 128]);
+        disk[512 + 88..512 + 92].copy_from_slice(&array.to_le_bytes());
+        disk[512 + 16..512 + 20].fill(0);
+        let header = crc32(&disk[512..512 + 92]);
+        disk[512 + 16..512 + 20].copy_from_slice(&header.to_le_bytes());
+    }
+
+    /// A malicious host writes the disk: a table whose CRCs match but whose numbers are absurd must be
+    /// an error, never a panic of the init (PID 1) nor a wrapped offset that reads elsewhere.
+    #[test]
+    fn forged_tables_are_errors() {
+        let mut entry = [0u8; 128];
+        entry[0] = 1; // a used entry
+        entry[32..40].copy_from_slice(&10u64.to_le_bytes());
+        entry[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        let e = Gpt::read(&mut Cursor::new(with_entry(minimal_disk(), &entry)), 512).unwrap_err();
+        assert!(matches!(e, GptError::OutOfRange { .. }), "{e}");
+        entry[40..48].copy_from_slice(&(u64::MAX / 256).to_le_bytes());
+        let e = Gpt::read(&mut Cursor::new(with_entry(minimal_disk(), &entry)), 512).unwrap_err();
+        assert!(matches!(e, GptError::OutOfRange { .. }), "{e}");
+        entry[40..48].copy_from_slice(&20u64.to_le_bytes());
+        let ok = Gpt::read(&mut Cursor::new(with_entry(minimal_disk(), &entry)), 512).unwrap();
+        assert_eq!(ok.partitions[0].byte_range(512), (10 * 512, 11 * 512));
+
+        let mut far = minimal_disk();
+        far[512 + 72..512 + 80].copy_from_slice(&u64::MAX.to_le_bytes());
+        reseal(&mut far);
+        let e = Gpt::read(&mut Cursor::new(far), 512).unwrap_err();
+        assert!(matches!(e, GptError::OutOfRange { .. }), "{e}");
+
+        // Every byte of the header and of the first entry set to extreme values, CRCs resealed: the
+        // reader answers with a table or an error, and never panics.
+        let base = with_entry(minimal_disk(), &entry);
+        let fields = (512..512 + HEADER_SIZE).chain(2 * 512..2 * 512 + 128);
+        for at in fields {
+            for v in [0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff] {
+                let mut d = base.clone();
+                d[at] = v;
+                reseal(&mut d);
+                let _ = Gpt::read(&mut Cursor::new(d.clone()), 512);
+                let _ = Gpt::find(&mut Cursor::new(d));
+            }
+        }
     }
 }
