@@ -1,5 +1,5 @@
 //! `manifest.json`: every input and output with its sha256, the partition table, the verity parameters
-//! and the measurements the build predicts (DESIGN §3).
+//! and the measurements the build predicts (README.md lists its contents).
 //!
 //! Paths are relative to the spec's directory and guest binaries are named by package, so the manifest
 //! is byte-identical wherever the build ran.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-/// The attestation API port (DESIGN.md §3), always opened.
+/// The attestation API port (docs/attestation-api.md), always opened.
 pub const AGENT_PORT: u16 = 8000;
 /// The golden measurement the build writes next to the artifacts; the plan's last step checks the
 /// VM against it.

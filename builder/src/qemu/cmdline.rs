@@ -38,7 +38,7 @@ const DISK_DEVICE: &str = "virtio-blk-pci,drive=disk0,bootindex=1";
 const NET_DEVICE: &str = "virtio-net-pci,netdev=net0,romfile=";
 const TPM_DEVICE: &str = "tpm-crb,tpmdev=tpm0";
 
-/// The guest's attestation API port (DESIGN §3).
+/// The guest's attestation API port (docs/attestation-api.md).
 pub const GUEST_AGENT_PORT: u16 = 8000;
 /// The example workload's HTTP port.
 pub const GUEST_WORKLOAD_PORT: u16 = 8080;
