@@ -7,8 +7,8 @@
 //! its public key must be the EK the credential was encrypted to — otherwise the certificate would
 //! vouch for some other TPM.
 
-use crate::attest::tpm2::{Public, PublicKey};
 use anyhow::{bail, ensure, Context, Result};
+use cvm_tpm::{Public, PublicKey};
 use der::{Decode, Encode};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::{Pkcs1v15Sign, RsaPublicKey};
