@@ -5,16 +5,15 @@
 //! Every hierarchy and object here has the empty password, as on a vTPM nobody has taken ownership
 //! of; the password session (`TPM_RS_PW`) carries it.
 
-use crate::marshal::{
-    self, Command, PcrSelection, Reader, TPM_RS_PW, TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS,
+use crate::codec::{tpm2b, Command, Reader};
+use crate::constants::{
+    TPMA_SESSION_NONE, TPM_ALG_NULL, TPM_RH_ENDORSEMENT, TPM_RH_NULL, TPM_RS_PW,
+    TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS,
 };
+use crate::marshal;
+use crate::pcr_selection::PcrSelection;
 use crate::templates::{self, EkType};
 use crate::{Error, HashAlg, Result, Tpm};
-
-/// `TPM_RH_ENDORSEMENT`: the endorsement hierarchy (EK and our AK live under it).
-pub const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
-/// `TPM_RH_NULL`.
-pub const TPM_RH_NULL: u32 = 0x4000_0007;
 
 const TPM_CC_NV_READ: u32 = 0x0000_014E;
 const TPM_CC_ACTIVATE_CREDENTIAL: u32 = 0x0000_0147;
@@ -33,9 +32,6 @@ const TPM_CAP_TPM_PROPERTIES: u32 = 0x0000_0006;
 const TPM_PT_NV_BUFFER_MAX: u32 = 0x0000_012C;
 /// `TPM_SE_POLICY`.
 const TPM_SE_POLICY: u8 = 0x01;
-/// `TPMA_SESSION.continueSession`: keep a policy session after the command (used for none here:
-/// the EK session is spent by ActivateCredential).
-pub(crate) const TPMA_SESSION_NONE: u8 = 0x00;
 /// nonceCaller for StartAuthSession: at least 16 bytes (Part 3 §11.1). The session is unbound and
 /// unsalted and only carries a PolicySecret, so its freshness comes from nonceTPM; a fixed caller nonce
 /// costs nothing and keeps the client free of a random number source.
@@ -77,14 +73,6 @@ pub struct NvPublic {
     pub name_alg: u16,
     pub attributes: u32,
     pub data_size: u16,
-}
-
-/// `u16 size ‖ bytes`.
-pub fn tpm2b(v: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len() + 2);
-    out.extend_from_slice(&(v.len() as u16).to_be_bytes());
-    out.extend_from_slice(v);
-    out
 }
 
 /// Writes the authorization area for password sessions with the empty password, one per handle
@@ -188,7 +176,7 @@ impl Tpm {
         c.u32(ak);
         password_sessions(&mut c, 1);
         c.tpm2b(qualifying_data);
-        c.u16(templates::TPM_ALG_NULL); // inScheme: the key's scheme
+        c.u16(TPM_ALG_NULL); // inScheme: the key's scheme
         c.u32(1);
         sel.write(&mut c);
         let resp = self.execute("TPM2_Quote", &c.finish())?;
@@ -296,7 +284,7 @@ impl Tpm {
         c.tpm2b(&POLICY_NONCE_CALLER);
         c.u16(0); // encryptedSalt
         c.u8(TPM_SE_POLICY);
-        c.u16(templates::TPM_ALG_NULL); // symmetric: none
+        c.u16(TPM_ALG_NULL); // symmetric: none
         c.u16(HashAlg::Sha256.alg_id());
         let resp = self.execute("TPM2_StartAuthSession", &c.finish())?;
         Reader::new(&resp, "TPM2_StartAuthSession").u32()
@@ -366,12 +354,6 @@ impl Tpm {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tpm2b_prefixes_size() {
-        assert_eq!(tpm2b(&[7, 8, 9]), vec![0, 3, 7, 8, 9]);
-        assert_eq!(tpm2b(&[]), vec![0, 0]);
-    }
 
     #[test]
     fn oversized_argument_is_rejected_before_sending() {

@@ -1,66 +1,15 @@
-//! ECDSA signatures as the TPM returns them (`TPMT_SIGNATURE`) and as X.509/PKIX tools want them
-//! (DER `ECDSA-Sig-Value`, RFC 3279 §2.2.3), so that a workload can check a signature with openssl or
-//! any ECDSA library without knowing TPM structures.
+//! ECDSA signatures as X.509/PKIX tools want them (DER `ECDSA-Sig-Value`, RFC 3279 §2.2.3), converted
+//! from the `TPMT_SIGNATURE` the TPM returns (parsed in `signature`), so that a workload can check a
+//! signature with openssl or any ECDSA library without knowing TPM structures.
 
-use crate::marshal::Reader;
-use crate::templates::TPM_ALG_ECDSA;
-use crate::{Error, HashAlg, Result};
+use crate::signature::EcdsaSignature;
 
 /// DER tag of a SEQUENCE.
 const DER_SEQUENCE: u8 = 0x30;
 /// DER tag of an INTEGER.
 const DER_INTEGER: u8 = 0x02;
-/// Longest scalar accepted: P-521 (66 bytes); keeps every DER length in short or 1-byte long form.
-const MAX_SCALAR_LEN: usize = 66;
-
-/// An ECDSA `TPMT_SIGNATURE`: `sigAlg = TPM_ALG_ECDSA`, `hash`, `signatureR`, `signatureS`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EcdsaSignature {
-    pub hash: u16,
-    /// Big-endian r, as the TPM wrote it (TPMs left-pad to the curve size).
-    pub r: Vec<u8>,
-    /// Big-endian s.
-    pub s: Vec<u8>,
-}
 
 impl EcdsaSignature {
-    /// Parses a whole `TPMT_SIGNATURE`; anything but ECDSA, or trailing bytes, is an error.
-    pub fn parse(tpmt_signature: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(tpmt_signature, "TPMT_SIGNATURE");
-        let alg = r.u16()?;
-        if alg != TPM_ALG_ECDSA {
-            return Err(Error::Malformed(format!(
-                "TPMT_SIGNATURE algorithm {alg:#06x} is not TPM_ALG_ECDSA ({TPM_ALG_ECDSA:#06x})"
-            )));
-        }
-        let hash = r.u16()?;
-        let (sig_r, sig_s) = (r.tpm2b()?.to_vec(), r.tpm2b()?.to_vec());
-        if r.remaining() != 0 {
-            return Err(Error::Malformed(format!(
-                "TPMT_SIGNATURE: {} bytes after signatureS",
-                r.remaining()
-            )));
-        }
-        for (name, v) in [("r", &sig_r), ("s", &sig_s)] {
-            if v.is_empty() || v.len() > MAX_SCALAR_LEN {
-                return Err(Error::Malformed(format!(
-                    "TPMT_SIGNATURE: ECDSA {name} has {} bytes",
-                    v.len()
-                )));
-            }
-        }
-        Ok(EcdsaSignature {
-            hash,
-            r: sig_r,
-            s: sig_s,
-        })
-    }
-
-    /// The signature's hash algorithm, if this crate knows it.
-    pub fn hash_alg(&self) -> Option<HashAlg> {
-        HashAlg::from_alg_id(self.hash)
-    }
-
     /// DER `ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }`: minimal two's-complement
     /// integers (leading zero bytes dropped, one 0x00 added when the top bit is set).
     pub fn to_der(&self) -> Vec<u8> {
@@ -91,7 +40,8 @@ fn der_integer(be: &[u8]) -> Vec<u8> {
     out
 }
 
-/// DER definite length: short form below 128, else `0x81 len` (every length here is < 256).
+/// DER definite length: short form below 128, else `0x81 len` (every length here is < 256: the
+/// parser refuses scalars longer than P-521's 66 bytes).
 fn push_der_len(out: &mut Vec<u8>, len: usize) {
     const LONG_FORM_1: u8 = 0x81;
     if len < 0x80 {
@@ -105,15 +55,8 @@ fn push_der_len(out: &mut Vec<u8>, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tpmt(r: &[u8], s: &[u8]) -> Vec<u8> {
-        let mut v = vec![0x00, 0x18, 0x00, 0x0B];
-        v.extend_from_slice(&(r.len() as u16).to_be_bytes());
-        v.extend_from_slice(r);
-        v.extend_from_slice(&(s.len() as u16).to_be_bytes());
-        v.extend_from_slice(s);
-        v
-    }
+    use crate::signature::tests::tpmt;
+    use crate::HashAlg;
 
     /// Expected DER written by `openssl asn1parse -genconf` for
     /// `asn1=SEQUENCE:sig\n[sig]\nr=INTEGER:0x<r>\ns=INTEGER:0x<s>` (openssl 3.0):
@@ -142,17 +85,5 @@ mod tests {
     #[test]
     fn zero_scalar_is_one_zero_byte() {
         assert_eq!(der_integer(&[0, 0]), vec![2, 1, 0]);
-    }
-
-    #[test]
-    fn rejects_other_structures() {
-        let mut rsa = tpmt(&[1], &[1]);
-        rsa[1] = 0x14; // TPM_ALG_RSASSA
-        assert!(EcdsaSignature::parse(&rsa).is_err());
-        let mut trailing = tpmt(&[1], &[1]);
-        trailing.push(0);
-        assert!(EcdsaSignature::parse(&trailing).is_err());
-        assert!(EcdsaSignature::parse(&tpmt(&[], &[1])).is_err());
-        assert!(EcdsaSignature::parse(&tpmt(&[1], &[1])[..7]).is_err());
     }
 }

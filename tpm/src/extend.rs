@@ -4,7 +4,10 @@
 //! every active bank ([`Tpm::active_banks`]) so that no bank of the PCR is left attesting nothing.
 
 use crate::attest::password_sessions;
-use crate::marshal::{self, Command, PCR_COUNT, TPM_CC_PCR_EXTEND, TPM_ST_SESSIONS};
+use crate::codec::Command;
+use crate::constants::TPM_ST_SESSIONS;
+use crate::marshal::{self, TPM_CC_PCR_EXTEND};
+use crate::pcr_selection::PCR_COUNT;
 use crate::{Error, HashAlg, Result, Tpm};
 
 impl Tpm {

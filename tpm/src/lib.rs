@@ -2,6 +2,11 @@
 //! commands (keys, quote, EK certificate, credential activation; see `attest`), and the boot
 //! signing key: a PCR-policy-bound key certified by the AK (`signing_key`, `policy`, `ecdsa`).
 //!
+//! It is also the one definition of the TPM 2.0 vocabulary both ends of attestation speak, which a
+//! verifier uses without the client: the constants ([`constants`]), [`HashAlg`], and parsers of the
+//! structures a TPM signs or publishes ([`Public`], [`QuoteInfo`], [`CertifyInfo`], [`Signature`],
+//! [`PcrSelection`]), on the same reader ([`Reader`]) the client takes responses apart with.
+//!
 //! This is all the guest needs at boot (the init extends PCR 23) and at run time (the agent reads PCRs
 //! for attestation), and all it can afford in PID 1: no TSS, no C library, no resource manager of its
 //! own (the kernel's `/dev/tpmrm0` is one). Host tests speak to swtpm over TCP with the same code.
@@ -15,27 +20,40 @@
 //! ```
 
 mod attest;
+mod attestation;
+mod codec;
+pub mod constants;
 mod ecdsa;
 mod extend;
+mod hash_alg;
 mod marshal;
+mod pcr_selection;
 mod policy;
+mod public;
 mod rc;
+mod signature;
 mod signing_key;
 pub mod templates;
 mod transport;
 
 use std::net::ToSocketAddrs;
 
-pub use attest::{tpm2b, KeyObject, NvPublic, Quote, TPM_RH_ENDORSEMENT, TPM_RH_NULL};
-pub use ecdsa::EcdsaSignature;
-pub use marshal::Reader;
+pub use attest::{KeyObject, NvPublic, Quote};
+pub use attestation::{AttestHeader, CertifyInfo, ClockInfo, QuoteInfo};
+pub use codec::{tpm2b, Reader};
+pub use constants::{TPM_RH_ENDORSEMENT, TPM_RH_NULL};
+pub use hash_alg::HashAlg;
+pub use pcr_selection::PcrSelection;
 pub use policy::{pcr_policy_digest, pcr_selection_list, POLICY_DIGEST_LEN, TPM_CC_POLICY_PCR};
+pub use public::{Public, PublicKey};
 pub use rc::ResponseCode;
+pub use signature::{EcdsaSignature, Signature};
 pub use signing_key::{Certification, SIGN_DIGEST_LEN};
 pub use templates::EkType;
 pub use transport::{DeviceTransport, TcpTransport, Transport};
 
-use marshal::{PcrSelection, HEADER_LEN, TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS};
+use constants::{TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS};
+use marshal::HEADER_LEN;
 
 /// The resource-manager device (shared between processes), tried first.
 pub const DEVICE_TPMRM: &str = "/dev/tpmrm0";
@@ -72,6 +90,10 @@ pub enum Error {
     },
     #[error("malformed TPM response: {0}")]
     Malformed(String),
+    /// A well-formed structure of a kind this crate does not implement (an algorithm, curve or
+    /// object type it has no parser or digest for): not necessarily wrong, but unusable here.
+    #[error("unsupported TPM structure: {0}")]
+    Unsupported(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error(
@@ -84,52 +106,6 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// PCR bank hash algorithms (`TPM_ALG_ID`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum HashAlg {
-    Sha1,
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-impl HashAlg {
-    /// `TPM_ALG_SHA1` 0x0004, `TPM_ALG_SHA256` 0x000B, `TPM_ALG_SHA384` 0x000C, `TPM_ALG_SHA512` 0x000D.
-    pub fn alg_id(self) -> u16 {
-        match self {
-            HashAlg::Sha1 => 0x0004,
-            HashAlg::Sha256 => 0x000B,
-            HashAlg::Sha384 => 0x000C,
-            HashAlg::Sha512 => 0x000D,
-        }
-    }
-
-    pub fn from_alg_id(id: u16) -> Option<Self> {
-        [Self::Sha1, Self::Sha256, Self::Sha384, Self::Sha512]
-            .into_iter()
-            .find(|a| a.alg_id() == id)
-    }
-
-    pub fn digest_len(self) -> usize {
-        match self {
-            HashAlg::Sha1 => 20,
-            HashAlg::Sha256 => 32,
-            HashAlg::Sha384 => 48,
-            HashAlg::Sha512 => 64,
-        }
-    }
-
-    /// The name tpm2-tools and the TCG event log JSON use ("sha256").
-    pub fn name(self) -> &'static str {
-        match self {
-            HashAlg::Sha1 => "sha1",
-            HashAlg::Sha256 => "sha256",
-            HashAlg::Sha384 => "sha384",
-            HashAlg::Sha512 => "sha512",
-        }
-    }
-}
 
 /// One allocated PCR bank as reported by TPM2_GetCapability(TPM_CAP_PCRS).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +221,7 @@ impl Tpm {
     /// the PCR's empty password (TPM_RS_PW). Other active banks are left alone: the TPM extends only
     /// the banks listed in the command.
     pub fn pcr_extend(&mut self, pcr: u32, sha256: &[u8; 32]) -> Result<()> {
-        if pcr >= marshal::PCR_COUNT {
+        if pcr >= pcr_selection::PCR_COUNT {
             return Err(Error::InvalidArgument(format!("PCR {pcr} out of range")));
         }
         let resp = self.execute("TPM2_PCR_Extend", &marshal::pcr_extend_command(pcr, sha256))?;

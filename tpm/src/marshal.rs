@@ -6,195 +6,21 @@
 //! byte layout visible next to the spec's field names. Every builder is checked in the unit tests against
 //! the bytes `tpm2-tools` 5.4 sends (captured with `tpm2_pcrread -v`/swtpm logging, see tests).
 
+use crate::codec::{Command, Reader};
+use crate::constants::{TPMA_SESSION_NONE, TPM_RS_PW, TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS};
+use crate::pcr_selection::PcrSelection;
 use crate::{Error, HashAlg, Result};
 
-/// `TPM_ST_NO_SESSIONS`: command/response without an authorization area.
-pub const TPM_ST_NO_SESSIONS: u16 = 0x8001;
-/// `TPM_ST_SESSIONS`: command/response with an authorization area.
-pub const TPM_ST_SESSIONS: u16 = 0x8002;
 /// `TPM_CC_GetCapability`.
 pub const TPM_CC_GET_CAPABILITY: u32 = 0x0000_017A;
 /// `TPM_CC_PCR_Read`.
 pub const TPM_CC_PCR_READ: u32 = 0x0000_017E;
 /// `TPM_CC_PCR_Extend`.
 pub const TPM_CC_PCR_EXTEND: u32 = 0x0000_0182;
-/// `TPM_RS_PW`: the password authorization session handle.
-pub const TPM_RS_PW: u32 = 0x4000_0009;
 /// `TPM_CAP_PCRS`: GetCapability returns the allocated PCR banks (TPML_PCR_SELECTION).
 pub const TPM_CAP_PCRS: u32 = 0x0000_0005;
-/// `TPMA_SESSION` for the password session: no attributes (continueSession is meaningless for
-/// TPM_RS_PW; tpm2-tools 5.4 sends 0 too).
-const TPMA_SESSION_NONE: u8 = 0x00;
 /// Command/response header: tag u16, size u32, code u32.
 pub const HEADER_LEN: usize = 10;
-/// `PCR_SELECT_MIN` for a 24-PCR PC-client TPM: 3 bytes of select bitmap.
-pub const PCR_SELECT_BYTES: usize = 3;
-/// PCRs addressable with [`PCR_SELECT_BYTES`].
-pub const PCR_COUNT: u32 = (PCR_SELECT_BYTES * 8) as u32;
-
-/// A command body being written: header placeholder first, size patched in `finish`.
-pub struct Command(Vec<u8>);
-
-impl Command {
-    pub fn new(tag: u16, code: u32) -> Self {
-        let mut b = Vec::with_capacity(64);
-        b.extend_from_slice(&tag.to_be_bytes());
-        b.extend_from_slice(&0u32.to_be_bytes());
-        b.extend_from_slice(&code.to_be_bytes());
-        Command(b)
-    }
-    pub fn u8(&mut self, v: u8) -> &mut Self {
-        self.0.push(v);
-        self
-    }
-    pub fn u16(&mut self, v: u16) -> &mut Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    pub fn u32(&mut self, v: u32) -> &mut Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
-        self.0.extend_from_slice(v);
-        self
-    }
-    /// A bare byte builder for structures (templates, blobs) that are not whole commands.
-    pub fn body() -> Self {
-        Command(Vec::with_capacity(64))
-    }
-    /// The bytes written so far, for a [`Command::body`].
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-    /// A `TPM2B_*`: u16 size then the bytes.
-    pub fn tpm2b(&mut self, v: &[u8]) -> &mut Self {
-        self.u16(v.len() as u16).bytes(v)
-    }
-    pub fn finish(mut self) -> Vec<u8> {
-        let len = self.0.len() as u32;
-        self.0[2..6].copy_from_slice(&len.to_be_bytes());
-        self.0
-    }
-}
-
-/// Reads a TPM structure (a response body, or a structure a verifier received) front to back,
-/// big-endian; every short read is a [`Error::Malformed`] naming the structure.
-pub struct Reader<'a> {
-    buf: &'a [u8],
-    what: &'static str,
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
-        Reader { buf, what }
-    }
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.buf.len() < n {
-            return Err(Error::Malformed(format!(
-                "{}: truncated ({} bytes needed, {} left)",
-                self.what,
-                n,
-                self.buf.len()
-            )));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-    pub fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    pub fn u16(&mut self) -> Result<u16> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-    pub fn u32(&mut self) -> Result<u32> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    pub fn u64(&mut self) -> Result<u64> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
-    }
-    /// Bytes not yet read.
-    pub fn remaining(&self) -> usize {
-        self.buf.len()
-    }
-    /// A `TPM2B_*`: u16 size then that many bytes.
-    pub fn tpm2b(&mut self) -> Result<&'a [u8]> {
-        let n = self.u16()? as usize;
-        self.take(n)
-    }
-    /// The structure must end here: a signed structure with junk after it is not what the TPM
-    /// produced.
-    pub fn finish(&self) -> Result<()> {
-        if !self.buf.is_empty() {
-            return Err(Error::Malformed(format!(
-                "{}: {} unexpected trailing bytes",
-                self.what,
-                self.buf.len()
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// One `TPMS_PCR_SELECTION`: a hash algorithm and a PCR bitmap.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PcrSelection {
-    pub alg: u16,
-    pub select: Vec<u8>,
-}
-
-impl PcrSelection {
-    pub fn from_pcrs(alg: u16, pcrs: &[u32]) -> Result<Self> {
-        let mut select = vec![0u8; PCR_SELECT_BYTES];
-        for &p in pcrs {
-            if p >= PCR_COUNT {
-                return Err(Error::InvalidArgument(format!(
-                    "PCR {p} out of range (this client addresses PCRs 0..{PCR_COUNT})"
-                )));
-            }
-            select[(p / 8) as usize] |= 1 << (p % 8);
-        }
-        Ok(PcrSelection { alg, select })
-    }
-
-    /// Selected PCR indices, ascending (the order in which the TPM returns their values).
-    pub fn pcrs(&self) -> Vec<u32> {
-        let mut out = Vec::new();
-        for (byte, bits) in self.select.iter().enumerate() {
-            for bit in 0..8 {
-                if bits & (1 << bit) != 0 {
-                    out.push(byte as u32 * 8 + bit);
-                }
-            }
-        }
-        out
-    }
-
-    pub(crate) fn write(&self, c: &mut Command) {
-        c.u16(self.alg)
-            .u8(self.select.len() as u8)
-            .bytes(&self.select);
-    }
-
-    fn read(r: &mut Reader<'_>) -> Result<Self> {
-        let alg = r.u16()?;
-        let n = r.u8()? as usize;
-        let select = r.take(n)?.to_vec();
-        Ok(PcrSelection { alg, select })
-    }
-}
-
-/// `TPML_PCR_SELECTION`: count u32 then the selections.
-fn read_pcr_selection_list(r: &mut Reader<'_>) -> Result<Vec<PcrSelection>> {
-    let count = r.u32()?;
-    (0..count).map(|_| PcrSelection::read(r)).collect()
-}
 
 /// TPM2_PCR_Read(pcrSelectionIn).
 pub fn pcr_read_command(sel: &PcrSelection) -> Vec<u8> {
@@ -215,7 +41,7 @@ pub struct PcrReadResponse {
 pub fn parse_pcr_read(params: &[u8]) -> Result<PcrReadResponse> {
     let mut r = Reader::new(params, "TPM2_PCR_Read");
     let _pcr_update_counter = r.u32()?;
-    let selection = read_pcr_selection_list(&mut r)?;
+    let selection = PcrSelection::read_list(&mut r)?;
     let count = r.u32()?;
     let digests = (0..count)
         .map(|_| r.tpm2b().map(<[u8]>::to_vec))
@@ -253,7 +79,7 @@ pub fn parse_capability_pcrs(params: &[u8]) -> Result<Vec<PcrSelection>> {
             "TPM2_GetCapability: asked for TPM_CAP_PCRS ({TPM_CAP_PCRS}), got capability {cap}"
         )));
     }
-    read_pcr_selection_list(&mut r)
+    PcrSelection::read_list(&mut r)
 }
 
 /// Response header fields.
@@ -322,14 +148,6 @@ mod tests {
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
         ];
         assert_eq!(get_capability_pcrs_command(), want);
-    }
-
-    #[test]
-    fn selection_roundtrip_order() {
-        let sel = PcrSelection::from_pcrs(0x000B, &[23, 0, 9, 7]).unwrap();
-        assert_eq!(sel.select, vec![0x81, 0x02, 0x80]);
-        assert_eq!(sel.pcrs(), vec![0, 7, 9, 23]);
-        assert!(PcrSelection::from_pcrs(0x000B, &[24]).is_err());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::marshal::{Command, PcrSelection};
+use crate::codec::Command;
+use crate::pcr_selection::PcrSelection;
 use crate::{Error, HashAlg, Result};
 
 /// `TPM_CC_PolicyPCR`.

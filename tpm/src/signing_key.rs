@@ -12,16 +12,20 @@
 //!   hashes the current PCR values itself), TPM2_Sign. If the PCRs are no longer those of the key's
 //!   authPolicy the session's digest differs and the TPM refuses: [`Error::PcrPolicyMismatch`].
 
-use crate::attest::{check_tpm2b, password_sessions, TPMA_SESSION_NONE, TPM_RH_NULL};
-use crate::marshal::{self, Command, PcrSelection, Reader, TPM_ST_SESSIONS};
-use crate::templates::{self, TPM_ALG_NULL};
+use crate::attest::{check_tpm2b, password_sessions};
+use crate::codec::{Command, Reader};
+use crate::constants::{
+    TPMA_SESSION_NONE, TPM_ALG_NULL, TPM_RH_NULL, TPM_ST_HASHCHECK, TPM_ST_NO_SESSIONS,
+    TPM_ST_SESSIONS,
+};
+use crate::marshal;
+use crate::pcr_selection::PcrSelection;
+use crate::templates;
 use crate::{Error, HashAlg, KeyObject, Result, Tpm};
 
 const TPM_CC_CERTIFY: u32 = 0x0000_0148;
 const TPM_CC_SIGN: u32 = 0x0000_015D;
 const TPM_CC_POLICY_PCR: u32 = crate::policy::TPM_CC_POLICY_PCR;
-/// `TPM_ST_HASHCHECK`: tag of the TPMT_TK_HASHCHECK validation ticket.
-const TPM_ST_HASHCHECK: u16 = 0x8024;
 /// `TPM_RC_POLICY_FAIL` (format one): the policy session's digest is not the object's authPolicy.
 const TPM_RC_POLICY_FAIL: u32 = 0x09D;
 /// `TPM_RC_PCR_CHANGED`: a PCR changed between TPM2_PolicyPCR and the command it authorizes.
@@ -135,7 +139,7 @@ impl Tpm {
     /// TPM2_PolicyPCR(session, pcrDigest = empty, pcrs): the TPM extends the session's digest with
     /// the hash of the PCRs' current values.
     fn policy_pcr(&mut self, session: u32, sel: &PcrSelection) -> Result<()> {
-        let mut c = Command::new(marshal::TPM_ST_NO_SESSIONS, TPM_CC_POLICY_PCR);
+        let mut c = Command::new(TPM_ST_NO_SESSIONS, TPM_CC_POLICY_PCR);
         c.u32(session);
         c.u16(0); // pcrDigest: empty, the TPM uses the current values
         c.u32(1);

@@ -100,7 +100,20 @@ pub enum SwtpmError {
     #[error("swtpm did not create {} within {} s; its log:\n{tail}", socket.display(), READY_TIMEOUT.as_secs())]
     NoSocket { socket: PathBuf, tail: String },
     #[error("swtpm did not listen on 127.0.0.1 in {TCP_ATTEMPTS} attempts (last: {last})")]
-    NotListening { last: String },
+    NotListening { last: ListenFailure },
+}
+
+/// Why one attempt of [`TcpSwtpm::start`] did not get a listening swtpm. Only the last attempt's
+/// reason is reported: the earlier ones are the same race (a port taken meanwhile) or the same
+/// fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenFailure {
+    #[error("no two consecutive free TCP ports")]
+    NoFreePorts,
+    #[error("swtpm exited ({0})")]
+    Exited(ExitStatus),
+    #[error("port {port} not listening after {READY_TIMEOUT:?}")]
+    Timeout { port: u16 },
 }
 
 type Result<T, E = SwtpmError> = std::result::Result<T, E>;
@@ -110,6 +123,18 @@ fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// [`SwtpmError::Start`] for `program`, which would not start; `hint` says what to install.
+fn start_failed<'a>(
+    program: &'a Path,
+    hint: &'static str,
+) -> impl FnOnce(std::io::Error) -> SwtpmError + 'a {
+    move |source| SwtpmError::Start {
+        program: program.to_path_buf(),
+        hint,
+        source,
+    }
 }
 
 fn create_dir(path: &Path) -> Result<()> {
@@ -223,11 +248,10 @@ pub fn provision(swtpm: &Path, paths: &SwtpmPaths) -> Result<()> {
         .args(setup_args(paths))
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| SwtpmError::Start {
-            program: setup.clone(),
-            hint: " (install the Debian package swtpm-tools)",
-            source,
-        })?;
+        .map_err(start_failed(
+            &setup,
+            " (install the Debian package swtpm-tools)",
+        ))?;
     if !out.status.success() {
         return Err(SwtpmError::Provision {
             program: setup,
@@ -296,11 +320,7 @@ pub fn spawn(
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     configure(&mut cmd);
-    let mut child = cmd.spawn().map_err(|source| SwtpmError::Start {
-        program: program.to_path_buf(),
-        hint: "",
-        source,
-    })?;
+    let mut child = cmd.spawn().map_err(start_failed(program, ""))?;
     let started = Instant::now();
     while !paths.ctrl_socket.exists() {
         if let Some(status) = child.try_wait().map_err(SwtpmError::Wait)? {
@@ -337,39 +357,50 @@ impl TcpSwtpm {
     /// serves one client at a time there, and a probe could race with the test's own connection.
     pub fn start(program: &Path, state_dir: &Path) -> Result<TcpSwtpm> {
         create_dir(state_dir)?;
-        let mut last = String::new();
-        for _ in 0..TCP_ATTEMPTS {
-            let Some(port) = free_port_pair() else {
-                last = "no two consecutive free TCP ports".into();
-                continue;
+        let mut attempt = 1;
+        loop {
+            let why = match free_port_pair() {
+                None => ListenFailure::NoFreePorts,
+                Some(port) => match Self::start_on(program, state_dir, port)? {
+                    Ok(tpm) => return Ok(tpm),
+                    Err(why) => why,
+                },
             };
-            let mut child = Command::new(program)
-                .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-                .arg("--server")
-                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-                .arg("--ctrl")
-                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-                .arg("--tpmstate")
-                .arg(format!("dir={}", state_dir.display()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|source| SwtpmError::Start {
-                    program: program.to_path_buf(),
-                    hint: " (install the Debian package swtpm)",
-                    source,
-                })?;
-            match wait_listening(&mut child, port + 1) {
-                Ok(()) => return Ok(TcpSwtpm { child, port }),
-                Err(why) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last = why;
-                }
+            if attempt == TCP_ATTEMPTS {
+                return Err(SwtpmError::NotListening { last: why });
             }
+            attempt += 1;
         }
-        Err(SwtpmError::NotListening { last })
+    }
+
+    /// One attempt on `port` (and `port + 1`): the outer error when swtpm cannot be started at
+    /// all, the inner one when it started but did not listen (then it is killed).
+    fn start_on(
+        program: &Path,
+        state_dir: &Path,
+        port: u16,
+    ) -> Result<std::result::Result<TcpSwtpm, ListenFailure>> {
+        let mut child = Command::new(program)
+            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+            .arg("--server")
+            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+            .arg("--tpmstate")
+            .arg(format!("dir={}", state_dir.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(start_failed(program, " (install the Debian package swtpm)"))?;
+        Ok(match wait_listening(&mut child, port + 1) {
+            Ok(()) => Ok(TcpSwtpm { child, port }),
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(why)
+            }
+        })
     }
 
     /// The control channel's port (`swtpm_ioctl --tcp 127.0.0.1:PORT`).
@@ -415,14 +446,14 @@ fn free_port_pair() -> Option<u16> {
 }
 
 /// Until `port` accepts a connection; why not, when swtpm exits or the time is up.
-fn wait_listening(child: &mut Child, port: u16) -> std::result::Result<(), String> {
+fn wait_listening(child: &mut Child, port: u16) -> std::result::Result<(), ListenFailure> {
     let deadline = Instant::now() + READY_TIMEOUT;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("swtpm exited ({status})"));
+            return Err(ListenFailure::Exited(status));
         }
         if Instant::now() > deadline {
-            return Err(format!("port {port} not listening after {READY_TIMEOUT:?}"));
+            return Err(ListenFailure::Timeout { port });
         }
         std::thread::sleep(POLL);
     }

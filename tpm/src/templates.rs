@@ -13,47 +13,20 @@
 //! Primary keys are derived from the hierarchy seed and the template, so the same template gives the
 //! same key until the seed changes: the agent can recreate "its" AK per request and get the same one.
 
-use crate::marshal::Command;
-
-/// `TPM_ALG_RSA`.
-pub const TPM_ALG_RSA: u16 = 0x0001;
-/// `TPM_ALG_AES`.
-pub const TPM_ALG_AES: u16 = 0x0006;
-/// `TPM_ALG_SHA256`.
-pub const TPM_ALG_SHA256: u16 = 0x000B;
-/// `TPM_ALG_NULL`.
-pub const TPM_ALG_NULL: u16 = 0x0010;
-/// `TPM_ALG_RSASSA` (PKCS#1 v1.5 signatures).
-pub const TPM_ALG_RSASSA: u16 = 0x0014;
-/// `TPM_ALG_ECDSA`.
-pub const TPM_ALG_ECDSA: u16 = 0x0018;
-/// `TPM_ALG_ECC`.
-pub const TPM_ALG_ECC: u16 = 0x0023;
-/// `TPM_ALG_CFB`.
-pub const TPM_ALG_CFB: u16 = 0x0043;
-/// `TPM_ECC_NIST_P256`.
-pub const TPM_ECC_NIST_P256: u16 = 0x0003;
-
-/// `TPMA_OBJECT` bits (Part 2 §8.3).
-pub mod attr {
-    pub const FIXED_TPM: u32 = 1 << 1;
-    pub const FIXED_PARENT: u32 = 1 << 4;
-    pub const SENSITIVE_DATA_ORIGIN: u32 = 1 << 5;
-    pub const USER_WITH_AUTH: u32 = 1 << 6;
-    pub const ADMIN_WITH_POLICY: u32 = 1 << 7;
-    pub const RESTRICTED: u32 = 1 << 16;
-    pub const DECRYPT: u32 = 1 << 17;
-    pub const SIGN_ENCRYPT: u32 = 1 << 18;
-}
+use crate::codec::Command;
+use crate::constants::{
+    tpma_object, TPM_ALG_AES, TPM_ALG_CFB, TPM_ALG_ECC, TPM_ALG_ECDSA, TPM_ALG_NULL, TPM_ALG_RSA,
+    TPM_ALG_SHA256, TPM_ECC_NIST_P256,
+};
 
 /// AK attributes: fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign
 /// (0x00050072, what `tpm2_createak` uses).
-pub const AK_ATTRIBUTES: u32 = attr::FIXED_TPM
-    | attr::FIXED_PARENT
-    | attr::SENSITIVE_DATA_ORIGIN
-    | attr::USER_WITH_AUTH
-    | attr::RESTRICTED
-    | attr::SIGN_ENCRYPT;
+pub const AK_ATTRIBUTES: u32 = tpma_object::FIXED_TPM
+    | tpma_object::FIXED_PARENT
+    | tpma_object::SENSITIVE_DATA_ORIGIN
+    | tpma_object::USER_WITH_AUTH
+    | tpma_object::RESTRICTED
+    | tpma_object::SIGN_ENCRYPT;
 
 /// Boot signing key attributes: fixedTPM | fixedParent | sensitiveDataOrigin | sign (0x00040032).
 ///
@@ -67,17 +40,19 @@ pub const AK_ATTRIBUTES: u32 = attr::FIXED_TPM
 ///   shows it). Left clear, ADMIN is the empty authValue, which allows only harmless operations on a
 ///   fixedTPM|fixedParent primary: Certify (anyone may certify it) and ObjectChangeAuth (whose
 ///   output cannot be loaded for a primary, and whose authValue the USER role would ignore anyway).
-pub const SIGNING_KEY_ATTRIBUTES: u32 =
-    attr::FIXED_TPM | attr::FIXED_PARENT | attr::SENSITIVE_DATA_ORIGIN | attr::SIGN_ENCRYPT;
+pub const SIGNING_KEY_ATTRIBUTES: u32 = tpma_object::FIXED_TPM
+    | tpma_object::FIXED_PARENT
+    | tpma_object::SENSITIVE_DATA_ORIGIN
+    | tpma_object::SIGN_ENCRYPT;
 
 /// EK attributes (TCG EK profile B.3.3): fixedTPM | fixedParent | sensitiveDataOrigin |
 /// adminWithPolicy | restricted | decrypt (0x000300B2). No userWithAuth: every use needs the policy.
-pub const EK_ATTRIBUTES: u32 = attr::FIXED_TPM
-    | attr::FIXED_PARENT
-    | attr::SENSITIVE_DATA_ORIGIN
-    | attr::ADMIN_WITH_POLICY
-    | attr::RESTRICTED
-    | attr::DECRYPT;
+pub const EK_ATTRIBUTES: u32 = tpma_object::FIXED_TPM
+    | tpma_object::FIXED_PARENT
+    | tpma_object::SENSITIVE_DATA_ORIGIN
+    | tpma_object::ADMIN_WITH_POLICY
+    | tpma_object::RESTRICTED
+    | tpma_object::DECRYPT;
 
 /// The EK's authPolicy: PolicySecret(TPM_RH_ENDORSEMENT) with SHA-256 (TCG EK profile, "Policy A").
 pub const EK_POLICY_A_SHA256: [u8; 32] = [

@@ -15,7 +15,11 @@ use std::path::Path;
 use std::process::Command;
 
 use common::Swtpm;
-use cvm_tpm::templates::{self, attr, SIGNING_KEY_ATTRIBUTES};
+use cvm_tpm::constants::{
+    tpma_object, TPM_ALG_ECC, TPM_ALG_ECDSA, TPM_ALG_NULL, TPM_ALG_SHA256, TPM_ECC_NIST_P256,
+    TPM_GENERATED_VALUE, TPM_ST_ATTEST_CERTIFY,
+};
+use cvm_tpm::templates::{self, SIGNING_KEY_ATTRIBUTES};
 use cvm_tpm::{pcr_policy_digest, EcdsaSignature, Error, HashAlg, Tpm, TPM_RH_NULL};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -24,9 +28,6 @@ use sha2::{Digest, Sha256};
 /// The PCRs the agent binds the key to: 0–15 and 23.
 const BOUND_PCRS: [u32; 17] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 23];
 const BOUND_PCRS_TOOLS: &str = "sha256:0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,23";
-/// `TPM_GENERATED_VALUE` and `TPM_ST_ATTEST_CERTIFY` (Part 2 §10.12).
-const TPM_GENERATED_VALUE: u32 = 0xFF54_4347;
-const TPM_ST_ATTEST_CERTIFY: u16 = 0x8017;
 /// `TPM_RC_POLICY_FAIL` on session 1, as `tpm2_rc_decode 0x99d` explains it.
 const TPM_RC_POLICY_FAIL_SESSION_1: u32 = 0x99D;
 
@@ -61,19 +62,13 @@ impl<'a> Rd<'a> {
 /// authPolicy and the P-256 point of an ECC signing key's TPMT_PUBLIC (Part 2 §12.2.4).
 fn ecc_public(public: &[u8]) -> (u32, Vec<u8>, VerifyingKey) {
     let mut r = Rd(public);
-    assert_eq!(r.u16(), templates::TPM_ALG_ECC);
-    assert_eq!(r.u16(), templates::TPM_ALG_SHA256);
+    assert_eq!(r.u16(), TPM_ALG_ECC);
+    assert_eq!(r.u16(), TPM_ALG_SHA256);
     let attributes = r.u32();
     let policy = r.tpm2b().to_vec();
-    assert_eq!(r.u16(), templates::TPM_ALG_NULL, "symmetric");
-    assert_eq!(
-        (r.u16(), r.u16()),
-        (templates::TPM_ALG_ECDSA, templates::TPM_ALG_SHA256)
-    );
-    assert_eq!(
-        (r.u16(), r.u16()),
-        (templates::TPM_ECC_NIST_P256, templates::TPM_ALG_NULL)
-    );
+    assert_eq!(r.u16(), TPM_ALG_NULL, "symmetric");
+    assert_eq!((r.u16(), r.u16()), (TPM_ALG_ECDSA, TPM_ALG_SHA256));
+    assert_eq!((r.u16(), r.u16()), (TPM_ECC_NIST_P256, TPM_ALG_NULL));
     let (x, y) = (r.tpm2b(), r.tpm2b());
     assert!(r.0.is_empty());
     let mut sec1 = vec![0x04];
@@ -110,17 +105,26 @@ fn parse_certify(attest: &[u8]) -> CertifyInfo {
     }
 }
 
+/// Why [`verify`] refused a signature: our parser, or p256.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(transparent)]
+    Tpm(#[from] cvm_tpm::Error),
+    #[error(transparent)]
+    Ecdsa(#[from] p256::ecdsa::Error),
+}
+
 /// A TPMT_SIGNATURE checked with p256 over SHA-256(`message`), in both encodings we serve.
-fn verify(key: &VerifyingKey, message: &[u8], tpmt_signature: &[u8]) -> Result<(), String> {
-    let sig = EcdsaSignature::parse(tpmt_signature).map_err(|e| e.to_string())?;
+fn verify(key: &VerifyingKey, message: &[u8], tpmt_signature: &[u8]) -> Result<(), Refused> {
+    let sig = EcdsaSignature::parse(tpmt_signature)?;
     assert_eq!(sig.hash_alg(), Some(HashAlg::Sha256));
     let mut rs = [0u8; 64];
     rs[32 - sig.r.len()..32].copy_from_slice(&sig.r);
     rs[64 - sig.s.len()..].copy_from_slice(&sig.s);
-    let fixed = Signature::from_slice(&rs).map_err(|e| e.to_string())?;
-    let der = Signature::from_der(&sig.to_der()).map_err(|e| e.to_string())?;
+    let fixed = Signature::from_slice(&rs)?;
+    let der = Signature::from_der(&sig.to_der())?;
     assert_eq!(fixed, der, "DER and r‖s encodings differ");
-    key.verify(message, &fixed).map_err(|e| e.to_string())
+    Ok(key.verify(message, &fixed)?)
 }
 
 fn read_bound_pcrs(tpm: &mut Tpm) -> Vec<(u32, Vec<u8>)> {
@@ -318,7 +322,7 @@ fn admin_with_policy_would_make_certify_impossible() {
     let values = read_bound_pcrs(&mut tpm);
     let policy = pcr_policy_digest(HashAlg::Sha256, &values).unwrap();
     let template = templates::ecc_p256_signing_template(
-        SIGNING_KEY_ATTRIBUTES | attr::ADMIN_WITH_POLICY,
+        SIGNING_KEY_ATTRIBUTES | tpma_object::ADMIN_WITH_POLICY,
         &policy,
     );
     let key = tpm.create_primary(TPM_RH_NULL, &template).unwrap();

@@ -15,7 +15,6 @@ use crate::attest::credential::{make_credential, random_credential, MadeCredenti
 use crate::attest::quote::verify_quote;
 use crate::attest::signing_key::{verify_signing_key, VerifiedSigningKey};
 use crate::attest::tee_report_data;
-use crate::attest::tpm2::{Public, TPM_ALG_SHA256};
 use crate::ekcert;
 use crate::error::{Kind, Result, ResultExt, VerifyError};
 use crate::evidence::{
@@ -29,6 +28,8 @@ use crate::wire::{
 use base64::Engine;
 use cvm_measure::eventlog::{EventLog, HashAlg};
 use cvm_measure::workload::RuntimeEvent;
+use cvm_tpm::constants::TPM_ALG_SHA256;
+use cvm_tpm::Public;
 use rand_core::{OsRng, RngCore};
 use std::time::Duration;
 use x509_cert::Certificate;
@@ -209,7 +210,7 @@ impl Decoded {
         let ak_public = b64("ak_public", &c.ak_public)?;
         let served = pcr_values(&c.pcrs, "the collaterals' pcrs")?;
         let ek = Public::parse_tpm2b(&b64("ek_public", &c.ek_public)?)
-            .map_err(VerifyError::from)
+            .map_err(|e| VerifyError::from(crate::attest::Error::from(e)))
             .check_failed("collaterals field ek_public: not an EK TPM2B_PUBLIC");
         Ok(Decoded {
             attest,

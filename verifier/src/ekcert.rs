@@ -8,8 +8,8 @@
 //! vouch for some other TPM.
 
 use crate::attest::error::{bail, ensure, Classify, Context, Error, Result};
-use crate::attest::tpm2::{Public, PublicKey};
 use crate::error::{ResultExt, VerifyError};
+use cvm_tpm::{Public, PublicKey};
 use der::{Decode, Encode};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::{Pkcs1v15Sign, RsaPublicKey};

@@ -19,7 +19,8 @@ use rand_core::{CryptoRngCore, OsRng, RngCore};
 use rsa::{BigUint, Oaep, RsaPublicKey};
 use sha2::Sha256;
 
-use super::tpm2::{Public, PublicKey, TPM_ALG_AES, TPM_ALG_SHA256};
+use cvm_tpm::constants::{TPM_ALG_AES, TPM_ALG_SHA256};
+use cvm_tpm::{tpm2b, Public, PublicKey};
 
 /// OAEP label for credential seeds, including its terminating NUL (Part 1 §24.4, B.10.3).
 const IDENTITY_LABEL: &[u8] = b"IDENTITY\0";
@@ -85,12 +86,6 @@ pub fn kdfe(z: &[u8], label: &[u8], party_u: &[u8], party_v: &[u8], bits: u32) -
         counter += 1;
     }
     out.truncate(len);
-    out
-}
-
-fn tpm2b(v: &[u8]) -> Vec<u8> {
-    let mut out = (v.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(v);
     out
 }
 
@@ -204,11 +199,10 @@ pub fn random_credential() -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attest::tpm2::Public;
-    use cvm_tpm::{EkType, Tpm};
-    use std::net::{TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    use cvm_tpm::swtpm::TcpSwtpm;
+    use cvm_tpm::EkType;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
 
     /// KDFa's first block is HMAC-SHA256(key, 00000001 ‖ label ‖ 00 ‖ contextU ‖ contextV ‖ bits):
     /// checked against openssl's HMAC of that byte string.
@@ -238,55 +232,19 @@ mod tests {
         assert_eq!(hex::encode(&ours), &hexed[..32]);
     }
 
+    /// A plain swtpm (the TPM client's launcher) with its state directory, removed after it.
     struct Swtpm {
-        child: Child,
-        port: u16,
+        // Declared first: dropped (killed) before its state directory goes.
+        tpm: TcpSwtpm,
         _dir: tempfile::TempDir,
-    }
-
-    impl Drop for Swtpm {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 
     fn swtpm(tag: &str) -> Swtpm {
         let dir = crate::testutil::temp_dir(tag);
-        let port = loop {
-            let p = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-                break p;
-            }
-        };
-        let child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-            .arg("--server")
-            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-            .arg("--ctrl")
-            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-            .arg("--tpmstate")
-            .arg(format!("dir={}", dir.path().display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("swtpm is required for this test (Debian package swtpm)");
-        // Probe the control port: a probe of the one-client command port can race with the test's
-        // own connection.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port + 1)).is_err() {
-            assert!(Instant::now() < deadline, "swtpm did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Swtpm {
-            child,
-            port,
-            _dir: dir,
-        }
+        let tpm = TcpSwtpm::start(Path::new("swtpm"), dir.path()).unwrap_or_else(|e| {
+            panic!("{e}: swtpm is required for this test (Debian package swtpm)")
+        });
+        Swtpm { tpm, _dir: dir }
     }
 
     /// Our MakeCredential, activated by swtpm's TPM2_ActivateCredential (an independent
@@ -296,8 +254,8 @@ mod tests {
     fn swtpm_activates_our_credentials() {
         let a = swtpm("makecred-a");
         let b = swtpm("makecred-b");
-        let mut tpm = Tpm::connect_tcp(("127.0.0.1", a.port)).unwrap();
-        let mut other = Tpm::connect_tcp(("127.0.0.1", b.port)).unwrap();
+        let mut tpm = a.tpm.connect().unwrap();
+        let mut other = b.tpm.connect().unwrap();
         let ak = tpm.create_ak().unwrap();
         let ak_name = Public::parse(&ak.public).unwrap().name().unwrap();
         assert_eq!(

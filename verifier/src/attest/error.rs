@@ -89,10 +89,16 @@ impl Error {
     }
 }
 
-/// The TPM client's reader fails only on truncated or oversized structures.
+/// The TPM structure parsers (`cvm_tpm`) say whether a structure is broken or only of a kind not
+/// implemented; their message is kept as is, the variant tells the rest. Other client errors (an
+/// invalid argument to a pure computation such as the PolicyPCR digest) keep their full text.
 impl From<cvm_tpm::Error> for Error {
     fn from(e: cvm_tpm::Error) -> Self {
-        Error::Malformed(e.to_string())
+        match e {
+            cvm_tpm::Error::Malformed(m) => Error::Malformed(m),
+            cvm_tpm::Error::Unsupported(m) => Error::Unsupported(m),
+            other => Error::Malformed(other.to_string()),
+        }
     }
 }
 

@@ -3,12 +3,15 @@
 //! | module | checks |
 //! |---|---|
 //! | [`error`] | the one error type: why evidence was refused, by variant |
-//! | [`tpm2`] | parsing of TPMT_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE; object Names |
 //! | [`quote`] | AK signature over the quote, nonce = extraData, pcrDigest over the reported PCRs |
 //! | [`credential`] | TPM2_MakeCredential for the AK↔EK proof (RSA-OAEP or ECDH seed, KDFa, AES-CFB, HMAC) |
 //! | [`signing_key`] | the agent's boot signing key: AK certification, PolicyPCR over the quoted PCRs |
 //! | [`snp`] | SEV-SNP report parsing, ARK → ASK/ASVK → VCEK/VLEK chain, report signature, TCB |
 //! | [`tdx`] | TDX quotes: DCAP verification with Intel collateral, report data, CCEL → RTMR replay |
+//!
+//! The TPM 2.0 structures (TPMT_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE, PCR selections, object Names)
+//! and constants come from `cvm_tpm`, the TPM client the agent builds its evidence with, so both
+//! ends share one definition of them; the modules here decide what to accept.
 //!
 //! The agent's side of the protocol is `guest-agent/src/evidence.rs`; [`tee_report_data`] mirrors how
 //! it binds the verifier's nonce and the AK into a TEE report.
@@ -19,7 +22,6 @@ pub mod quote;
 pub mod signing_key;
 pub mod snp;
 pub mod tdx;
-pub mod tpm2;
 
 pub use error::{Error, Result};
 

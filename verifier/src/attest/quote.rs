@@ -9,16 +9,41 @@ use super::error::{bail, ensure, Classify, Context, Error, Result};
 use rsa::{BigUint, Pkcs1v15Sign, Pss, RsaPublicKey};
 use sha2::{Sha256, Sha384};
 
-use super::tpm2::{self, Attest, Public, PublicKey, Signature, TPM_ALG_SHA256, TPM_ALG_SHA384};
+use cvm_tpm::constants::{tpma_object, TPM_ALG_SHA256, TPM_ALG_SHA384};
+use cvm_tpm::{EcdsaSignature, HashAlg, Public, PublicKey, QuoteInfo, Signature};
 
 /// A quote whose signature, nonce and PCR digest all checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedQuote {
-    pub attest: Attest,
+    pub attest: QuoteInfo,
     /// Name of the AK that signed it (what MakeCredential binds to the EK).
     pub ak_name: Vec<u8>,
     /// The quoted PCR values (index → value) of the quoted bank.
     pub pcrs: BTreeMap<u32, Vec<u8>>,
+}
+
+/// Digest with a TPM hash algorithm: SHA-256 or SHA-384 only (SHA-1 is refused for new evidence,
+/// and no AK here signs with SHA-512).
+fn tpm_hash(alg: u16, data: &[u8]) -> Result<Vec<u8>> {
+    HashAlg::from_alg_id(alg)
+        .filter(|h| matches!(h, HashAlg::Sha256 | HashAlg::Sha384))
+        .and_then(|h| h.digest(data))
+        .or_err_with(Error::Unsupported, || {
+            format!("hash algorithm {alg:#06x} is not supported (SHA-256 or SHA-384)")
+        })
+}
+
+/// Checks the attributes of a key whose quotes can be trusted: fixedTPM, restricted, sign.
+pub fn check_attestation_key(ak: &Public) -> Result<()> {
+    let need = tpma_object::FIXED_TPM | tpma_object::RESTRICTED | tpma_object::SIGN_ENCRYPT;
+    ensure!(
+        ak.attributes & need == need && ak.attributes & tpma_object::DECRYPT == 0,
+        Key,
+        "the AK's attributes {:#010x} are not those of an attestation key (fixedTPM, \
+         restricted, sign, not decrypt): a non-restricted key can sign forged quotes",
+        ak.attributes
+    );
+    Ok(())
 }
 
 fn rsa_key(modulus: &[u8], exponent: u32) -> Result<RsaPublicKey> {
@@ -29,9 +54,9 @@ fn rsa_key(modulus: &[u8], exponent: u32) -> Result<RsaPublicKey> {
 /// Verifies `sig` over `message` (a TPMS_ATTEST) with `key`.
 pub fn verify_signature(key: &PublicKey, message: &[u8], sig: &Signature) -> Result<()> {
     match (key, sig) {
-        (PublicKey::EccP256 { x, y }, Signature::Ecdsa { hash_alg, r, s }) => {
+        (PublicKey::EccP256 { x, y }, Signature::Ecdsa(EcdsaSignature { hash, r, s })) => {
             use p256::ecdsa::signature::hazmat::PrehashVerifier;
-            let digest = tpm2::hash(*hash_alg, message)?;
+            let digest = tpm_hash(*hash, message)?;
             let point = p256::EncodedPoint::from_affine_coordinates(x.into(), y.into(), false);
             let vk = p256::ecdsa::VerifyingKey::from_encoded_point(&point)
                 .or_err(Error::Key, "the AK's ECC point is not on P-256")?;
@@ -53,9 +78,9 @@ pub fn verify_signature(key: &PublicKey, message: &[u8], sig: &Signature) -> Res
                 "the quote's ECDSA signature does not verify with the AK",
             )
         }
-        (PublicKey::Rsa { modulus, exponent }, Signature::RsaSsa { hash_alg, sig }) => {
-            let digest = tpm2::hash(*hash_alg, message)?;
-            let scheme = match *hash_alg {
+        (PublicKey::Rsa { modulus, exponent }, Signature::RsaSsa { hash, sig }) => {
+            let digest = tpm_hash(*hash, message)?;
+            let scheme = match *hash {
                 TPM_ALG_SHA256 => Pkcs1v15Sign::new::<Sha256>(),
                 TPM_ALG_SHA384 => Pkcs1v15Sign::new::<Sha384>(),
                 a => bail!(Unsupported, "RSASSA with hash {a:#06x} is not supported"),
@@ -67,9 +92,9 @@ pub fn verify_signature(key: &PublicKey, message: &[u8], sig: &Signature) -> Res
                     "the quote's RSASSA signature does not verify with the AK",
                 )
         }
-        (PublicKey::Rsa { modulus, exponent }, Signature::RsaPss { hash_alg, sig }) => {
-            let digest = tpm2::hash(*hash_alg, message)?;
-            let scheme = match *hash_alg {
+        (PublicKey::Rsa { modulus, exponent }, Signature::RsaPss { hash, sig }) => {
+            let digest = tpm_hash(*hash, message)?;
+            let scheme = match *hash {
                 TPM_ALG_SHA256 => Pss::new::<Sha256>(),
                 TPM_ALG_SHA384 => Pss::new::<Sha384>(),
                 a => bail!(Unsupported, "RSAPSS with hash {a:#06x} is not supported"),
@@ -88,18 +113,9 @@ pub fn verify_signature(key: &PublicKey, message: &[u8], sig: &Signature) -> Res
     }
 }
 
-/// The signing hash of a signature (pcrDigest uses it).
-fn signature_hash(sig: &Signature) -> u16 {
-    match sig {
-        Signature::Ecdsa { hash_alg, .. }
-        | Signature::RsaSsa { hash_alg, .. }
-        | Signature::RsaPss { hash_alg, .. } => *hash_alg,
-    }
-}
-
 /// pcrDigest for `values` (already in selection order) with hash `alg`.
 pub fn pcr_digest(alg: u16, values: &[&[u8]]) -> Result<Vec<u8>> {
-    tpm2::hash(alg, &values.concat())
+    tpm_hash(alg, &values.concat())
 }
 
 /// Full quote check.
@@ -118,15 +134,15 @@ pub fn verify_quote(
     pcrs: &BTreeMap<u32, Vec<u8>>,
 ) -> Result<VerifiedQuote> {
     let ak = Public::parse_tpm2b(ak_public).context("parsing the AK public area")?;
-    ak.check_attestation_key()?;
+    check_attestation_key(&ak)?;
     let sig = Signature::parse(signature).context("parsing the quote signature")?;
     verify_signature(&ak.key, attest, &sig)?;
-    let parsed = Attest::parse(attest).context("parsing the quote")?;
+    let parsed = QuoteInfo::parse(attest).context("parsing the quote")?;
     ensure!(
-        parsed.extra_data == nonce,
+        parsed.header.extra_data == nonce,
         Nonce,
         "the quote's nonce {} is not the one sent ({}): stale or replayed evidence",
-        hex::encode(&parsed.extra_data),
+        hex::encode(&parsed.header.extra_data),
         hex::encode(nonce)
     );
     let [selection] = parsed.pcr_select.as_slice() else {
@@ -137,20 +153,20 @@ pub fn verify_quote(
         );
     };
     ensure!(
-        selection.hash_alg == bank,
+        selection.alg == bank,
         Mismatch,
         "the quote covers bank {:#06x}, not {bank:#06x}",
-        selection.hash_alg
+        selection.alg
     );
     let mut quoted = BTreeMap::new();
-    for p in &selection.pcrs {
-        let v = pcrs.get(p).or_err_with(Error::Mismatch, || {
+    for p in selection.pcrs() {
+        let v = pcrs.get(&p).or_err_with(Error::Mismatch, || {
             format!("PCR {p} is quoted but its value was not reported")
         })?;
-        quoted.insert(*p, v.clone());
+        quoted.insert(p, v.clone());
     }
     let values: Vec<&[u8]> = quoted.values().map(Vec::as_slice).collect();
-    let digest = pcr_digest(signature_hash(&sig), &values)?;
+    let digest = pcr_digest(sig.hash(), &values)?;
     ensure!(
         digest == parsed.pcr_digest,
         Mismatch,
@@ -293,17 +309,17 @@ mod tests {
         let attest = h(&json["attestation"]["tpm"]["ecc_p256"]["attest_data"]);
         let der = h(&json["attestation"]["tpm"]["ecc_p256"]["signature"]);
         let ds = p256::ecdsa::Signature::from_der(&der).unwrap();
-        let sig = Signature::Ecdsa {
-            hash_alg: TPM_ALG_SHA256,
+        let sig = Signature::Ecdsa(EcdsaSignature {
+            hash: TPM_ALG_SHA256,
             r: ds.r().to_bytes().to_vec(),
             s: ds.s().to_bytes().to_vec(),
-        };
+        });
         verify_signature(&key, &attest, &sig).unwrap();
-        let parsed = Attest::parse(&attest).unwrap();
-        assert_eq!(parsed.extra_data, h(&json["nonce"]));
+        let parsed = QuoteInfo::parse(&attest).unwrap();
+        assert_eq!(parsed.header.extra_data, h(&json["nonce"]));
         let sel = &parsed.pcr_select[0];
         let values: Vec<Vec<u8>> = sel
-            .pcrs
+            .pcrs()
             .iter()
             .map(|p| h(&json["pcrs"]["sha256"][p.to_string()]))
             .collect();

@@ -15,22 +15,22 @@
 
 use super::error::{bail, ensure, Classify, Context, Error, Result};
 use super::quote::verify_signature;
-use super::tpm2::{CertifyInfo, Public, PublicKey, Signature, TPM_ALG_ECDSA, TPM_ALG_SHA256};
 use base64::Engine;
+use cvm_tpm::constants::{TPM_ALG_ECDSA, TPM_ALG_SHA256};
+use cvm_tpm::{CertifyInfo, EcdsaSignature, Public, PublicKey, Signature};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// TPMA_OBJECT of the agent's key: fixedTPM | fixedParent | sensitiveDataOrigin | sign — no
 /// userWithAuth (signing needs the PCR policy), no adminWithPolicy, not restricted (it signs
-/// external digests), not decrypt.
-pub const SIGNING_KEY_ATTRIBUTES: u32 = 0x0004_0032;
+/// external digests), not decrypt. The template's own value: a key of any other template is not
+/// the agent's.
+pub use cvm_tpm::templates::SIGNING_KEY_ATTRIBUTES;
 /// The PCRs the policy covers: the ones the golden measurement lists.
 pub const POLICY_PCRS: [u32; 17] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 23];
 /// Bank of the policy.
 pub const POLICY_BANK: &str = "sha256";
-/// Name algorithm identifier prefix of a SHA-256 Name.
-const NAME_ALG_SHA256: [u8; 2] = TPM_ALG_SHA256.to_be_bytes();
 
 /// `signing_key` of the collaterals: one definition with the agent that writes it.
 pub use crate::wire::{PcrPolicyJson, SigningKeyJson};
@@ -73,10 +73,9 @@ pub fn verify_signing_key(
     let public = Public::parse_tpm2b(&public_bytes).context("signing_key.public")?;
     check_key_shape(&public)?;
 
-    let digest = Sha256::digest(&public.bytes);
-    let key_hash = hex::encode(digest);
-    let mut name = NAME_ALG_SHA256.to_vec();
-    name.extend_from_slice(&digest);
+    let key_hash = hex::encode(Sha256::digest(&public.bytes));
+    // nameAlg is SHA-256 (check_key_shape): the Name is 0x000b ‖ the same digest.
+    let name = public.name()?;
     ensure!(
         sk.key_hash == key_hash,
         Mismatch,
@@ -96,10 +95,10 @@ pub fn verify_signing_key(
         .context("the AK's signature over the signing key's certification")?;
     let info = CertifyInfo::parse(&certify).context("signing_key.certify_info")?;
     ensure!(
-        info.extra_data == nonce,
+        info.header.extra_data == nonce,
         Nonce,
         "the signing key's certification carries nonce {}, not this verifier's {} (replayed)",
-        hex::encode(&info.extra_data),
+        hex::encode(&info.header.extra_data),
         hex::encode(nonce)
     );
     ensure!(
@@ -206,10 +205,10 @@ pub fn verify_message_signature(
     ensure!(
         matches!(
             sig,
-            Signature::Ecdsa {
-                hash_alg: TPM_ALG_SHA256,
+            Signature::Ecdsa(EcdsaSignature {
+                hash: TPM_ALG_SHA256,
                 ..
-            }
+            })
         ),
         Unsupported,
         "the message signature is not ECDSA/SHA-256"
