@@ -37,6 +37,7 @@ pub mod lockcmd;
 pub mod manifest;
 pub mod output;
 pub mod pcr_prediction;
+pub mod pe_checksum;
 pub mod pipeline;
 pub mod predict;
 pub mod qemu;

@@ -13,6 +13,8 @@ use anyhow::{bail, ensure, Context, Result};
 use cvm_measure::pe;
 use pe::{PeHeaders, SectionHeader};
 
+use crate::pe_checksum::pe_checksum;
+
 /// `IMAGE_FILE_MACHINE_AMD64`: the only architecture this project boots.
 pub const IMAGE_FILE_MACHINE_AMD64: u16 = 0x8664;
 /// `IMAGE_SCN_CNT_CODE`.
@@ -161,26 +163,6 @@ pub fn list_sections(pe_file: &[u8]) -> Result<Vec<SectionInfo>> {
 pub fn section_virtual_size(section: &Section) -> Result<u32> {
     u32::try_from(section.data.len())
         .with_context(|| format!("section {} is larger than 4 GiB", section.name))
-}
-
-/// PE image checksum (`CheckSumMappedFile`): 16-bit one's-complement-style sum with carry
-/// folding over the whole file, the 4 `CheckSum` bytes counted as zero and an odd last byte as
-/// a low byte, plus the file length.
-pub fn pe_checksum(file: &[u8], checksum_offset: usize) -> u32 {
-    let byte = |i: usize| {
-        if (checksum_offset..checksum_offset + 4).contains(&i) {
-            0
-        } else {
-            file.get(i).copied().unwrap_or(0)
-        }
-    };
-    let mut sum: u32 = 0;
-    for i in (0..file.len()).step_by(2) {
-        sum += u32::from(u16::from_le_bytes([byte(i), byte(i + 1)]));
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum.wrapping_add(file.len() as u32)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -972,21 +954,6 @@ mod tests {
             embedded
         );
         let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn checksum_matches_linker_value_of_stub() {
-        // BFD wrote CheckSum 0x1aa6c into the stub (and osslsigncode agrees for even lengths).
-        let stub = read(STUB);
-        let headers = PeHeaders::parse(&stub).unwrap();
-        assert_eq!(headers.check_sum, 0x1aa6c);
-        assert_eq!(pe_checksum(&stub, headers.checksum_offset()), 0x1aa6c);
-        let kernel = read(KERNEL_6_12);
-        let headers = PeHeaders::parse(&kernel).unwrap();
-        assert_eq!(
-            pe_checksum(&kernel, headers.checksum_offset()),
-            headers.check_sum
-        );
     }
 
     // --- determinism ---

@@ -19,6 +19,7 @@ use x509_cert::attr::Attribute;
 
 use super::keys::KeyPair;
 use super::pkcs7::{self, Signed};
+use crate::pe_checksum::pe_checksum;
 use cvm_measure::pe::{authenticode_sha256_signer, PeHeaders};
 
 /// SPC_INDIRECT_DATA_OBJID: the encapsulated content type of an Authenticode signature.
@@ -177,23 +178,6 @@ fn win_certificate(pkcs7: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The PE CheckSum (imagehlp `CheckSumMappedFile`): one's-complement-style 16-bit sum of the
-/// file with the CheckSum field taken as zero, folded, plus the file length.
-pub fn pe_checksum(file: &[u8], checksum_offset: usize) -> u32 {
-    let mut sum: u64 = 0;
-    for (i, chunk) in file.chunks(2).enumerate() {
-        let offset = i * 2;
-        if offset >= checksum_offset && offset < checksum_offset + 4 {
-            continue;
-        }
-        let word = u16::from_le_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u64::from(word);
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    (sum as u32).wrapping_add(file.len() as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,36 +290,5 @@ mod tests {
         assert_eq!(firmware, authenticode_sha256_signer(&input).unwrap());
         // A signed image is not signed again.
         assert!(format!("{:#}", sign(&a, &key).unwrap_err()).contains("already has a certificate"));
-    }
-
-    #[test]
-    fn pe_checksum_matches_sbsign() {
-        // sbsign writes a checksum on its output; recompute it independently.
-        let dir = scratch("cksum");
-        let keys = test_keys_dir();
-        let out_path = dir.join("sbsigned.efi");
-        let out = run(
-            "sbsign",
-            &[
-                "--key",
-                keys.join("db.key").to_str().unwrap(),
-                "--cert",
-                keys.join("db.crt").to_str().unwrap(),
-                "--output",
-                out_path.to_str().unwrap(),
-                stub_path().to_str().unwrap(),
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let signed = fs::read(&out_path).unwrap();
-        let headers = PeHeaders::parse(&signed).unwrap();
-        let off = headers.checksum_offset();
-        let stored = u32::from_le_bytes(signed[off..off + 4].try_into().unwrap());
-        assert_ne!(stored, 0);
-        assert_eq!(pe_checksum(&signed, off), stored);
     }
 }

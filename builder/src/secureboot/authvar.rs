@@ -42,9 +42,6 @@ pub enum PolicyVar {
 }
 
 impl PolicyVar {
-    /// All four, in the order edk2 measures them into PCR 7.
-    pub const ALL: [PolicyVar; 4] = [PolicyVar::Pk, PolicyVar::Kek, PolicyVar::Db, PolicyVar::Dbx];
-
     /// Variable name.
     pub fn name(self) -> &'static str {
         match self {

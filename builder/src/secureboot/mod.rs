@@ -1,9 +1,10 @@
 //! UEFI Secure Boot with the image owner's keys: key generation ([`keys`]), Authenticode
 //! signing of the UKI ([`authenticode`]), EFI signature lists ([`esl`]), time-based
-//! authenticated variables ([`authvar`]), an enrolled OVMF variable store ([`varstore`]) and
-//! the PCR 7 events a boot with that store produces ([`pcr7`]); the AWS `--uefi-data` blob
-//! ([`aws`]); the build stage that signs the UKI and writes `OVMF_VARS.fd` and `secure-boot/`
-//! ([`sign_uki`], [`write_outputs`]); `cvm-image keys` is in `cli/keys.rs`.
+//! authenticated variables ([`authvar`]), an enrolled OVMF variable store ([`varstore`]; read
+//! with the measurement library's reader) and the PCR 7 events a boot with that store produces
+//! ([`pcr7`], the measurement library's events for the db entry that verifies the UKI); the AWS
+//! `--uefi-data` blob ([`aws`]); the build stage that signs the UKI and writes `OVMF_VARS.fd`
+//! and `secure-boot/` ([`sign_uki`], [`write_outputs`]); `cvm-image keys` is in `cli/keys.rs`.
 //!
 //! Everything here is deterministic for fixed keys: PKCS#1 v1.5 signatures have no random
 //! component, no signing time is embedded, and authenticated variables carry a fixed
@@ -83,20 +84,12 @@ impl std::fmt::Display for Guid {
     }
 }
 
-/// EFI_GLOBAL_VARIABLE: vendor GUID of `PK`, `KEK`, `SecureBoot`, `SetupMode`.
-pub const EFI_GLOBAL_VARIABLE: Guid = Guid::from_fields(
-    0x8be4df61,
-    0x93ca,
-    0x11d2,
-    [0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c],
-);
+/// EFI_GLOBAL_VARIABLE: vendor GUID of `PK`, `KEK`, `SecureBoot`, `SetupMode` (the
+/// measurement library's bytes, which PCR 7 measures).
+pub const EFI_GLOBAL_VARIABLE: Guid = Guid(cvm_measure::predict::pcr7::EFI_GLOBAL_VARIABLE);
 /// EFI_IMAGE_SECURITY_DATABASE_GUID: vendor GUID of `db`, `dbx`, `dbt`.
-pub const EFI_IMAGE_SECURITY_DATABASE: Guid = Guid::from_fields(
-    0xd719b2cb,
-    0x3d3a,
-    0x4596,
-    [0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f],
-);
+pub const EFI_IMAGE_SECURITY_DATABASE: Guid =
+    Guid(cvm_measure::predict::pcr7::EFI_IMAGE_SECURITY_DATABASE);
 
 /// Variable attribute bits (UEFI spec `SetVariable`).
 pub mod attr {

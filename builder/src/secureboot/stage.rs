@@ -13,13 +13,15 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 use super::keys::{Role, SecureBootKeys};
-use super::varstore::{self, VarStore};
-use super::{authenticode, aws, pcr7, Guid};
+use super::{authenticode, aws, pcr7, varstore, Guid};
 use crate::boot::{Uki, UkiMeta};
 use crate::output::OutputDir;
 use crate::pcr_prediction::{EventInfo, PcrPrediction};
 use crate::stages::StageCache;
 use crate::{ids, uki};
+use cvm_measure::eventlog::HashAlg;
+use cvm_measure::predict::pcr7::PCR;
+use cvm_measure::predict::pcr_values;
 
 /// Output name of the enrolled variable store.
 pub const OVMF_VARS_OUTPUT: &str = "OVMF_VARS.fd";
@@ -143,8 +145,8 @@ pub fn write_outputs(
     write(&aws_path, aws::blob(&aws_vars)?.as_bytes())?;
     files.push((format!("{KEY_MATERIAL_DIR}/{AWS_UEFI_DATA}"), aws_path));
 
-    let store = VarStore::parse(vars.clone(), OVMF_VARS_OUTPUT)?;
-    let pcr7 = pcr7_prediction(&store, &keys.db.cert_der()?)?;
+    let pcr7 = pcr7_prediction(&vars, &keys.db.cert_der()?)
+        .with_context(|| format!("predicting PCR 7 of {OVMF_VARS_OUTPUT}"))?;
     Ok(SecureBootOutputs {
         info: SecureBootInfo {
             certificates,
@@ -161,17 +163,18 @@ fn write(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::write(path, data).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// PCR 7 in the manifest's form.
-fn pcr7_prediction(store: &VarStore, db_cert: &[u8]) -> Result<PcrPrediction> {
-    let events = pcr7::pcr7_events(store, db_cert)?;
+/// PCR 7 in the manifest's form: the SHA-256 bank.
+fn pcr7_prediction(vars: &[u8], db_cert: &[u8]) -> Result<PcrPrediction> {
+    let events = pcr7::pcr7_expected(vars, db_cert, &[HashAlg::SHA256])?;
+    let values = pcr_values(&events, &[PCR], HashAlg::SHA256)?;
     Ok(PcrPrediction {
-        bank: "sha256".into(),
-        value: hex::encode(pcr7::replay(&events)),
+        bank: HashAlg::SHA256.name(),
+        value: hex::encode(&values[&PCR]),
         events: events
             .iter()
             .map(|e| EventInfo {
                 description: e.description.clone(),
-                digest: hex::encode(e.digest),
+                digest: hex::encode(&e.digests[&HashAlg::SHA256]),
             })
             .collect(),
     })
