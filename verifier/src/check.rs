@@ -573,6 +573,7 @@ mod tests {
                 name: "t".into(),
                 version: "1".into(),
                 uki_sha256: "00".into(),
+                security_version: None,
             },
             profiles: BTreeMap::from([(
                 "qemu".to_string(),
