@@ -334,19 +334,7 @@ fn golden_sign_verify_command_checks_the_signature_first() {
         args.extend_from_slice(extra);
         cli(&args)
     };
-    let offline = |extra: &[&str]| {
-        let mut args = vec![
-            "verify",
-            "--golden",
-            s(&g),
-            "--eventlog",
-            s(&missing),
-            "--pcrs",
-            s(&missing),
-        ];
-        args.extend_from_slice(extra);
-        cli(&args)
-    };
+    let offline = |extra: &[&str]| verify_without_evidence(&g, &missing, extra);
     let ec_pub = k.public("ec");
     // Unsigned.
     assert_refused(

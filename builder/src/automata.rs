@@ -143,6 +143,7 @@ mod tests {
                 name: "n".into(),
                 version: "1".into(),
                 uki_sha256: String::new(),
+                security_version: None,
             },
             profiles: BTreeMap::from([(
                 "gcp".to_string(),

@@ -100,13 +100,12 @@ fn profile_banks(profile: &str) -> &'static [HashAlg] {
     }
 }
 
-/// The golden measurements of an image whose qemu-profile boot is `events` (in boot order, with
-/// digests in every bank of [`profile_banks`]), with
-/// the qemu profile's PCR 0/1 from `firmware` (the pinned reference boot of the same Secure Boot mode).
+/// The golden measurements of `image` (its name, version, UKI hash and optional security
+/// version), whose qemu-profile boot is `events` (in boot order, with digests in every bank of
+/// [`profile_banks`]), with the qemu profile's PCR 0/1 from `firmware` (the pinned reference boot
+/// of the same Secure Boot mode).
 pub fn golden(
-    name: &str,
-    version: &str,
-    uki_sha256: &str,
+    image: ImageRef,
     secure_boot: bool,
     events: &[ExpectedEvent],
     firmware: &Pinned,
@@ -140,11 +139,7 @@ pub fn golden(
     Ok(Golden {
         format: FORMAT,
         generator: format!("cvm-image {}", env!("CARGO_PKG_VERSION")),
-        image: ImageRef {
-            name: name.into(),
-            version: version.into(),
-            uki_sha256: uki_sha256.into(),
-        },
+        image,
         profiles,
     })
 }

@@ -87,6 +87,18 @@ enum Cmd {
     /// The firmware log must replay to the reported PCRs, the runtime log to PCR 23, and every PCR
     /// the profile enforces must equal its golden value; the first differing event of each failed PCR
     /// is named. Exit 0 when everything enforced holds, 1 when verification failed.
+    ///
+    /// No rollback: a golden file that verifies — signed with --golden-pubkey's key, or served by
+    /// the VM's own agent with --golden-from-agent — may still be that of an older image: every
+    /// file the key ever signed verifies, and a malicious host can boot an old, vulnerable or
+    /// debug image it once got signed and replay that image's golden file, which the VM then
+    /// matches PCR for PCR. --expect-image, --min-version, --expect-uki and
+    /// --min-security-version say which image is wanted; a golden file for another image or an
+    /// older version is refused (exit 1) naming both values, before any evidence is looked at.
+    ///
+    /// Options that act on an agent's collaterals (--ek-ca, --insecure-no-ek, --snp-vcek,
+    /// --amd-chain, --tdx-collateral, --require-tee, --timeout, --golden-from-agent) are refused
+    /// (exit 2) with offline evidence.
     Verify(cli::verify::VerifyArgs),
     /// Golden measurement tools: `golden sign` / `golden verify` (detached ECDSA P-256 or RSA signature,
     /// keys as openssl writes them) and `golden export --format automata`.

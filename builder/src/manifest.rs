@@ -43,6 +43,9 @@ pub struct ImageInfo {
     pub name: String,
     pub version: String,
     pub source_date_epoch: u64,
+    /// The spec's `[image] security_version`; absent when the spec sets none.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub security_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -282,6 +285,7 @@ pub fn assemble(p: Parts) -> Result<Manifest> {
             name: spec.image.name.clone(),
             version: spec.image.version.clone(),
             source_date_epoch: spec.image.source_date_epoch,
+            security_version: spec.image.security_version,
         },
         inputs: inputs(&p)?,
         outputs: outputs(&p, disk_sha)?,

@@ -504,14 +504,13 @@ fn render_golden(
 ) -> Result<Vec<u8>> {
     // qemu PCR 0/1: the recorded reference boot pinned in the lock (src/reference).
     let firmware = crate::reference::for_build(lock, spec, inputs, enrolled.is_some())?;
-    let g = golden::golden(
-        &spec.image.name,
-        &spec.image.version,
-        &uki.meta.sha256,
-        enrolled.is_some(),
-        events,
-        &firmware,
-    )?;
+    let image = golden::ImageRef {
+        name: spec.image.name.clone(),
+        version: spec.image.version.clone(),
+        uki_sha256: uki.meta.sha256.clone(),
+        security_version: spec.image.security_version,
+    };
+    let g = golden::golden(image, enrolled.is_some(), events, &firmware)?;
     let mut json = serde_json::to_vec_pretty(&g)?;
     json.push(b'\n');
     Ok(json)

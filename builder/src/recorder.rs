@@ -114,6 +114,7 @@ fn record_variant(
         spec: spec.path.clone(),
         lock: Some(lock_path.into()),
         cache: Some(cache.into()),
+        print_command: false,
     };
     let mut cfg = qemu::prepare(&args)?;
     cfg.echo_console = false;

@@ -57,6 +57,11 @@ pub struct ImageSection {
     /// The only timestamp that appears in outputs (`SOURCE_DATE_EPOCH`); 0 when absent.
     #[serde(default)]
     pub source_date_epoch: u64,
+    /// A number the owner raises when older images must no longer be accepted (a security fix):
+    /// carried into the golden file's and the manifest's `image`, where `verify
+    /// --min-security-version` requires it. Absent: the outputs do not mention it.
+    #[serde(default)]
+    pub security_version: Option<u64>,
 }
 
 /// Kernel selection: which Debian package, which modules go into the initramfs, the command line.
@@ -451,6 +456,26 @@ mod tests {
         p
     }
 
+    /// The default spec's text with its relative paths made absolute, to load from elsewhere.
+    fn default_spec_with_absolute_paths() -> String {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .canonicalize()
+            .unwrap();
+        std::fs::read_to_string(root.join("image.toml"))
+            .unwrap()
+            .replace("\"kernel/", &format!("\"{}/kernel/", root.display()))
+            .replace("\"esp/", &format!("\"{}/esp/", root.display()))
+            .replace(
+                "overlay = \"rootfs\"",
+                &format!("overlay = \"{}/rootfs\"", root.display()),
+            )
+            .replace(
+                "dir = \"workload\"",
+                &format!("dir = \"{}/workload\"", root.display()),
+            )
+    }
+
     fn scratch(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("cvm-spec-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -465,6 +490,33 @@ mod tests {
         assert!(spec.kernel.package.starts_with("linux-image-6.12"));
         assert!(spec.cmdline(&[]).unwrap().contains("console=ttyS0"));
         assert!(spec.targets.contains_key("gcp"));
+    }
+
+    /// `[image] security_version`: absent in the default spec (so its outputs do not change),
+    /// an unsigned integer when given.
+    #[test]
+    fn security_version_is_optional_and_an_unsigned_integer() {
+        let d = scratch("security-version");
+        let text = default_spec_with_absolute_paths();
+        let plain = write(&d, "plain.toml", &text);
+        assert_eq!(
+            Spec::load(&plain, None).unwrap().image.security_version,
+            None
+        );
+        let with = |value: &str| {
+            text.replace(
+                "[image]\n",
+                &format!("[image]\nsecurity_version = {value}\n"),
+            )
+        };
+        let seven = write(&d, "seven.toml", &with("7"));
+        assert_eq!(
+            Spec::load(&seven, None).unwrap().image.security_version,
+            Some(7)
+        );
+        let negative = write(&d, "negative.toml", &with("-1"));
+        let err = format!("{:#}", Spec::load(&negative, None).unwrap_err());
+        assert!(err.contains("security_version"), "{err}");
     }
 
     #[test]
@@ -512,22 +564,7 @@ mod tests {
     #[test]
     fn secure_boot_section_resolves_keys_against_the_spec() {
         let d = scratch("secure-boot");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .canonicalize()
-            .unwrap();
-        let text = std::fs::read_to_string(root.join("image.toml")).unwrap();
-        let text = text
-            .replace("\"kernel/", &format!("\"{}/kernel/", root.display()))
-            .replace("\"esp/", &format!("\"{}/esp/", root.display()))
-            .replace(
-                "overlay = \"rootfs\"",
-                &format!("overlay = \"{}/rootfs\"", root.display()),
-            )
-            .replace(
-                "dir = \"workload\"",
-                &format!("dir = \"{}/workload\"", root.display()),
-            );
+        let text = default_spec_with_absolute_paths();
         let without = write(&d, "plain.toml", &text);
         assert!(Spec::load(&without, None).unwrap().secure_boot.is_none());
         let with = write(
@@ -550,22 +587,7 @@ mod tests {
     #[test]
     fn golden_section_names_an_existing_key() {
         let d = scratch("golden");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .canonicalize()
-            .unwrap();
-        let text = std::fs::read_to_string(root.join("image.toml"))
-            .unwrap()
-            .replace("\"kernel/", &format!("\"{}/kernel/", root.display()))
-            .replace("\"esp/", &format!("\"{}/esp/", root.display()))
-            .replace(
-                "overlay = \"rootfs\"",
-                &format!("overlay = \"{}/rootfs\"", root.display()),
-            )
-            .replace(
-                "dir = \"workload\"",
-                &format!("dir = \"{}/workload\"", root.display()),
-            );
+        let text = default_spec_with_absolute_paths();
         let plain = write(&d, "plain.toml", &text);
         assert!(Spec::load(&plain, None).unwrap().golden.is_none());
         let with = format!("{text}\n[golden]\nsigning_key = \"keys/golden.key\"\n");

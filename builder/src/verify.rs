@@ -12,6 +12,10 @@
 //! the agent serves it (`GET /golden-measurement`, [`agent_golden`]); the ESP is not measured, so it
 //! is used only when signed by `--golden-pubkey`.
 //!
+//! No rollback ([`cvm_verify::pin`]): `--expect-image`, `--min-version`, `--expect-uki` and
+//! `--min-security-version` say which image the golden file must be for; one for another image
+//! or an older version is refused (exit 1) before any evidence is looked at, signed or not.
+//!
 //! Exit status: 0 when everything enforced holds, 1 when verification failed, 2 on usage or input
 //! errors (unreadable files, malformed logs or collaterals, unreachable agent, unknown profile).
 
@@ -23,6 +27,7 @@ use check::verify;
 use collaterals::EkTrust;
 use cvm_verify::attest::tdx::TdxCollateral;
 use cvm_verify::golden::read_golden;
+use cvm_verify::pin::{ImagePin, Sha256Hex, Version};
 use cvm_verify::tee::TeeTrust;
 use cvm_verify::{agent_golden, golden_sign};
 use evidence::Evidence;
@@ -32,6 +37,8 @@ use std::time::Duration;
 
 /// Exit status of a verification that ran and failed (usage/input errors exit 2 via `main`).
 const EXIT_FAILED: u8 = 1;
+/// Seconds each agent request may take unless `--timeout` says otherwise.
+const DEFAULT_TIMEOUT_SECS: u64 = 30;
 
 /// `cvm-image verify` arguments.
 #[derive(clap::Args, Debug)]
@@ -55,31 +62,37 @@ pub struct VerifyArgs {
     /// Fetch quoted collaterals from this agent with a fresh nonce (e.g. http://127.0.0.1:8000).
     #[arg(long)]
     pub agent: Option<String>,
+    // The options below up to --timeout act on the agent's collaterals only: without --agent
+    // they are refused ([`VerifyArgs::refuse_agent_options_offline`]). Not with clap's `requires`:
+    // clap waives a requirement on an argument that conflicts with one given (--agent with
+    // --eventlog), so it would let them pass silently.
     /// PEM bundle of the CA certificates the VM's EK certificate must chain to (`cvm-image run`
-    /// writes OUT/ek-ca.pem). Required with --agent unless --insecure-no-ek.
-    #[arg(long, requires = "agent", conflicts_with = "insecure_no_ek")]
+    /// writes OUT/ek-ca.pem). Required with --agent unless --insecure-no-ek; needs --agent.
+    #[arg(long, conflicts_with = "insecure_no_ek")]
     pub ek_ca: Option<PathBuf>,
     /// Do not check the EK certificate: the quote may then come from any TPM, even a software one.
-    #[arg(long, requires = "agent")]
+    /// Needs --agent.
+    #[arg(long)]
     pub insecure_no_ek: bool,
     /// SEV-SNP: the VCEK/VLEK certificate (DER or PEM, from AMD KDS) when the VM's host provides no
-    /// certificate table with its reports.
-    #[arg(long, requires = "agent")]
+    /// certificate table with its reports. Needs --agent.
+    #[arg(long)]
     pub snp_vcek: Option<PathBuf>,
     /// SEV-SNP: AMD's cert_chain PEM (ASK/ASVK then ARK, from AMD KDS) when the host provides none.
-    /// The ARK must be AMD's (pinned in cvm-image).
-    #[arg(long, requires = "agent")]
+    /// The ARK must be AMD's (pinned in cvm-image). Needs --agent.
+    #[arg(long)]
     pub amd_chain: Option<PathBuf>,
     /// TDX: Intel's DCAP collateral for the quote (dcap-qvl's JSON shape: TCB info, QE identity,
-    /// CRLs and their issuer chains, from Intel PCS or your PCCS).
-    #[arg(long, requires = "agent")]
+    /// CRLs and their issuer chains, from Intel PCS or your PCCS). Needs --agent.
+    #[arg(long)]
     pub tdx_collateral: Option<PathBuf>,
-    /// Fail unless the VM presents a verified SEV-SNP or TDX report (a confidential VM).
-    #[arg(long, requires = "agent")]
+    /// Fail unless the VM presents a verified SEV-SNP or TDX report (a confidential VM). Needs
+    /// --agent: offline evidence carries no TEE report.
+    #[arg(long)]
     pub require_tee: bool,
-    /// Seconds to wait for each agent request.
-    #[arg(long, default_value_t = 30)]
-    pub timeout: u64,
+    /// Seconds to wait for each agent request [default: 30]. Needs --agent.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
     /// Print the verdict as JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -100,11 +113,32 @@ pub struct VerifyArgs {
         conflicts_with_all = ["golden", "golden_signature"]
     )]
     pub golden_from_agent: bool,
+    /// No rollback: refuse (exit 1) a golden file for another image than NAME (its image.name, the
+    /// spec's [image] name), however well signed (No rollback: see `cvm-image verify --help`).
+    #[arg(long, value_name = "NAME")]
+    pub expect_image: Option<String>,
+    /// No rollback: refuse (exit 1) a golden file whose image.version (the spec's [image]
+    /// version) is older than V. Versions compare as dotted numbers, component by component,
+    /// missing ones 0 (1.10 > 1.9, 1.2 = 1.2.0), a leading `v` allowed; a `-pre-release` is below
+    /// its release (1.0.0-rc.1 < 1.0.0, semver's rules), `+build` is ignored. A golden file whose
+    /// version is not of this form is refused too.
+    #[arg(long, value_name = "V")]
+    pub min_version: Option<Version>,
+    /// No rollback: refuse (exit 1) a golden file for another UKI than the one with this SHA256
+    /// (64 hex digits: `sha256sum out/uki.efi`, or the manifest's uki.sha256).
+    #[arg(long, value_name = "SHA256")]
+    pub expect_uki: Option<Sha256Hex>,
+    /// No rollback: refuse (exit 1) a golden file whose image.security_version (the spec's
+    /// [image] security_version, raised by the owner when older images must stop being accepted)
+    /// is below N, or that has none.
+    #[arg(long, value_name = "N")]
+    pub min_security_version: Option<u64>,
 }
 
 impl VerifyArgs {
     /// Run the verification; `Ok(1)` when it failed, `Err` on input errors.
     pub fn run(&self) -> Result<ExitCode> {
+        self.refuse_agent_options_offline()?;
         // The signature gate comes first: an untrusted golden file must not even be parsed, and a
         // refusal needs no evidence (nor a reachable agent, for a file).
         let (bytes, origin) = match self.trusted_golden()? {
@@ -115,6 +149,15 @@ impl VerifyArgs {
             }
         };
         let golden = parse_golden(&bytes, &origin)?;
+        // Then the pins: a golden file of another image or an older version is refused, however
+        // well signed, before any evidence.
+        let violations = self.pin().violations(&golden.image);
+        if !violations.is_empty() {
+            for v in &violations {
+                eprintln!("cvm-image: verify: REFUSED: {}: {v}", origin.display());
+            }
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
         let evidence = self.evidence()?;
         let verdict = verify(&golden, &self.profile, &evidence)
             .with_context(|| format!("verifying against {}", origin.display()))?;
@@ -132,6 +175,59 @@ impl VerifyArgs {
         } else {
             ExitCode::from(EXIT_FAILED)
         })
+    }
+
+    /// What the golden file's `image` must say (`--expect-image`, `--min-version`, …).
+    fn pin(&self) -> ImagePin {
+        ImagePin {
+            name: self.expect_image.clone(),
+            min_version: self.min_version.clone(),
+            uki_sha256: self.expect_uki.clone(),
+            min_security_version: self.min_security_version,
+        }
+    }
+
+    /// The options given that act on an agent's collaterals, by their command-line names.
+    fn agent_only_options(&self) -> Vec<&'static str> {
+        [
+            ("--ek-ca", self.ek_ca.is_some()),
+            ("--insecure-no-ek", self.insecure_no_ek),
+            ("--snp-vcek", self.snp_vcek.is_some()),
+            ("--amd-chain", self.amd_chain.is_some()),
+            ("--tdx-collateral", self.tdx_collateral.is_some()),
+            ("--require-tee", self.require_tee),
+            ("--timeout", self.timeout.is_some()),
+            ("--golden-from-agent", self.golden_from_agent),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+
+    /// Offline evidence (--eventlog/--pcrs) has no quote, EK certificate or TEE report: an option
+    /// about those would be silently ignored, so it is a usage error (exit 2) naming it.
+    fn refuse_agent_options_offline(&self) -> Result<()> {
+        if self.agent.is_some() {
+            return Ok(());
+        }
+        let given = self.agent_only_options();
+        if given.is_empty() {
+            return Ok(());
+        }
+        let (needs, they, leave) = match given.len() {
+            1 => ("needs", "it acts", format!("leave out {}", given[0])),
+            _ => ("need", "they act", "leave them out".to_string()),
+        };
+        bail!(
+            "{} {needs} --agent URL: {they} on a running VM's collaterals (quote, EK certificate, \
+             TEE report, served golden file), which offline evidence (--eventlog/--pcrs) does not \
+             have; give --agent URL instead of --eventlog/--pcrs, or {leave}",
+            given.join(", ")
+        );
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS))
     }
 
     /// The golden file's bytes and where they came from (a path, or the agent's URL), once its
@@ -160,7 +256,7 @@ impl VerifyArgs {
     ) -> Result<Result<(Vec<u8>, PathBuf), golden_sign::Refusal>> {
         let key = golden_sign::load_public_key(pubkey)?;
         let base = url.trim_end_matches('/');
-        let served = agent_golden::fetch_served(base, Duration::from_secs(self.timeout))?;
+        let served = agent_golden::fetch_served(base, self.timeout())?;
         let origin = PathBuf::from(format!("{base}{}", agent_golden::PATH_GOLDEN));
         Ok(agent_golden::check_served(&served, &key).map(|bytes| {
             eprintln!(
@@ -231,7 +327,7 @@ impl VerifyArgs {
             url,
             &trust,
             &self.tee_trust()?,
-            Duration::from_secs(self.timeout),
+            self.timeout(),
             unix_now()?,
         )?)
     }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cvm_measure::eventlog::{
-    self, diff, parse, render_json, render_text, replay, Event, EventDigest, EventLog, EventType,
-    ExpectedEvent, HashAlg, LogFormat, MismatchKind, Registers,
+    self, diff, diff_pcrs, parse, render_json, render_text, replay, Event, EventDigest, EventLog,
+    EventType, ExpectedEvent, HashAlg, LogFormat, MismatchKind, Registers,
 };
 
 const SHA1_SEPARATOR_ONLY: &str = "b2a83b0ebf2f8374299a5b2bdfc31ea955ad7236";
@@ -721,7 +721,7 @@ fn a_changed_uki_section_is_named_by_the_diff() {
         .map(ExpectedEvent::from_event)
         .collect();
     for bank in log.banks() {
-        assert_eq!(diff(&expected, &log.events, bank), None, "{bank}");
+        assert_eq!(diff(&expected, &log, bank), None, "{bank}");
         // The expected events replay to the log's values.
         assert_eq!(
             eventlog::replay_expected(&expected, bank).unwrap(),
@@ -740,7 +740,7 @@ fn a_changed_uki_section_is_named_by_the_diff() {
         .digests
         .iter_mut()
         .for_each(|d| d.digest[0] ^= 1);
-    let m = diff(&expected, &booted.events, S256).expect("a mismatch");
+    let m = diff(&expected, &booted, S256).expect("a mismatch");
     assert_eq!((m.pcr, m.position), (11, 6));
     assert!(matches!(m.kind, MismatchKind::Differs { .. }));
     let text = m.to_string();
@@ -759,6 +759,113 @@ fn a_changed_uki_section_is_named_by_the_diff() {
     assert_eq!(
         replay(&parse(&written.encode().unwrap()).unwrap()).banks,
         replay(&log).banks
+    );
+}
+
+/// The `EventNum: n` record of tpm2_eventlog's YAML: its PCR, type and SHA-256 digest.
+fn tpm2_record(yaml: &str, n: usize) -> (u32, String, String) {
+    let record = yaml
+        .split("\n- EventNum: ")
+        .find_map(|r| r.strip_prefix(&format!("{n}\n")))
+        .unwrap_or_else(|| panic!("tpm2_eventlog printed no EventNum {n}"));
+    let field = |name: &str| {
+        record
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .unwrap_or_else(|| panic!("EventNum {n} has no {name}:\n{record}"))
+            .trim()
+            .to_string()
+    };
+    let sha256 = record
+        .split_once("AlgorithmId: sha256")
+        .and_then(|(_, rest)| rest.lines().nth(1))
+        .and_then(|l| l.trim().strip_prefix("Digest: "))
+        .unwrap_or_else(|| panic!("EventNum {n} has no sha256 digest:\n{record}"))
+        .trim_matches('"')
+        .to_string();
+    (
+        field("PCRIndex:").parse().unwrap(),
+        field("EventType:"),
+        sha256,
+    )
+}
+
+/// The diff names the logged event by the number tpm2_eventlog (`EventNum`) and `cvm-image
+/// eventlog` (`index`, `#n`) give it — a real log with two SP800-155 EV_NO_ACTION records before
+/// its first measurement, its `.cmdline` digest changed (a differing event) or its last PCR 11
+/// event unexpected (an extra one).
+#[test]
+fn diff_numbers_logged_events_like_tpm2_eventlog() {
+    let log = load("eventlog/gcp-uki-systemd-stub-eventlog.bin");
+    let mut expected: Vec<ExpectedEvent> = log
+        .events
+        .iter()
+        .filter(|e| e.is_extended())
+        .map(ExpectedEvent::from_event)
+        .collect();
+    let mut booted = log.clone();
+    let idx = booted
+        .events
+        .iter()
+        .position(|e| e.description() == "UKI section .cmdline")
+        .unwrap();
+    booted.events[idx]
+        .digests
+        .iter_mut()
+        .for_each(|d| d.digest[0] ^= 1);
+    let file = TempFile::new("renumbered.bin", &booted.encode().unwrap());
+    let yaml = tpm2_eventlog(&file.0);
+    let json: serde_json::Value = serde_json::from_str(&render_json(&booted)).unwrap();
+    let text = render_text(&booted);
+
+    let m = diff(&expected, &booted, S256).expect("a mismatch");
+    let MismatchKind::Differs { actual, .. } = &m.kind else {
+        panic!("{m}")
+    };
+    let named = actual.index;
+    assert_eq!(named, idx + 1, "record 0 is the Spec ID header");
+    assert_eq!(
+        tpm2_record(&yaml, named),
+        (
+            11,
+            "EV_IPL".to_string(),
+            hex::encode(actual.digest.as_ref().unwrap())
+        )
+    );
+    assert!(
+        m.to_string()
+            .ends_with(&format!("(log event {named}: UKI section .cmdline)")),
+        "{m}"
+    );
+    assert_eq!(json["events"][idx]["index"], named);
+    assert_eq!(json["events"][idx]["description"], "UKI section .cmdline");
+    assert!(
+        text.contains(&format!(
+            "#{named:<4} PCR 11  EV_IPL  UKI section .cmdline\n"
+        )),
+        "{text}"
+    );
+
+    // One PCR 11 event fewer expected: the last logged one is extra, named by its record.
+    let last = log.events.iter().rposition(|e| e.pcr == 11).unwrap();
+    let dropped = expected.iter().rposition(|e| e.pcr == 11).unwrap();
+    expected.remove(dropped);
+    let m = diff_pcrs(&expected, &log, S256, &[11]);
+    let [m] = &m[..] else { panic!("{m:?}") };
+    let MismatchKind::Extra { actual } = &m.kind else {
+        panic!("{m}")
+    };
+    assert_eq!(actual.index, last + 1);
+    let original = tpm2_eventlog(&testdata("eventlog/gcp-uki-systemd-stub-eventlog.bin"));
+    let (pcr, _, digest) = tpm2_record(&original, actual.index);
+    assert_eq!(
+        (pcr, digest),
+        (11, hex::encode(actual.digest.as_ref().unwrap()))
+    );
+    assert!(
+        m.to_string()
+            .ends_with(&format!("(log event {})", actual.index)),
+        "{m}"
     );
 }
 

@@ -53,6 +53,21 @@ pub fn ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `cvm-image verify --golden GOLDEN` of offline evidence files that do not exist (`missing` as
+/// both --eventlog and --pcrs) plus `extra`: for checks that must decide before any evidence is
+/// read (a refusal), or that reach it (an input error naming `missing`).
+pub fn verify_without_evidence(golden: &Path, missing: &Path, extra: &[&str]) -> Output {
+    run(Command::new(cvm_image())
+        .arg("verify")
+        .arg("--golden")
+        .arg(golden)
+        .arg("--eventlog")
+        .arg(missing)
+        .arg("--pcrs")
+        .arg(missing)
+        .args(extra))
+}
+
 /// `cvm-image build` of `spec` into `out`, with the given cache; returns the process output.
 pub fn build(spec: &Path, out: &Path, extra: &[&str], cache: Option<&Path>) -> Output {
     let mut cmd = Command::new(cvm_image());

@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 
 use cvm_image::predict::{expected_events_for_output, BANKS};
 use cvm_image::spec::Spec;
-use cvm_measure::eventlog::{self, diff_pcrs, Event, EventLog, ExpectedEvent, HashAlg};
+use cvm_measure::eventlog::{self, diff_pcrs, Event, EventLog, ExpectedEvent, HashAlg, LogEvents};
 use cvm_measure::predict::{self, pcr23, PREDICTED_PCRS};
 use cvm_measure::workload::{self, WORKLOAD_PCR};
 
@@ -160,11 +160,13 @@ fn runtime_as_events(runtime: &[workload::RuntimeEvent]) -> Vec<Event> {
 }
 
 /// The booted events `pcr`'s value comes from: the runtime log for PCR 23, else the firmware log.
-fn booted_events(b: &Booted, pcr: u32) -> Vec<Event> {
+/// The booted events of `pcr`'s log, numbered as its tools number them: the runtime log
+/// (`runtime`, lines from 1) for PCR 23, else the firmware log.
+fn booted_events<'a>(b: &'a Booted, runtime: &'a [Event], pcr: u32) -> LogEvents<'a> {
     if pcr == WORKLOAD_PCR {
-        runtime_as_events(&b.runtime)
+        LogEvents::numbered_from(runtime, 1)
     } else {
-        b.log.events.clone()
+        LogEvents::of(&b.log)
     }
 }
 
@@ -193,7 +195,7 @@ pub fn prediction_equals_the_booted_log_and_the_tpm(profile: Profile) {
                 "PCR {pcr} {bank}: the prediction differs from the boot"
             );
         }
-        let mismatches = diff_pcrs(&expected, &b.log.events, bank, &PREDICTED_PCRS);
+        let mismatches = diff_pcrs(&expected, &b.log, bank, &PREDICTED_PCRS);
         let text: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
         assert!(text.is_empty(), "{bank}: {}", text.join("\n"));
 
@@ -217,9 +219,10 @@ pub fn prediction_equals_the_booted_log_and_the_tpm(profile: Profile) {
             "00".repeat(bank.digest_len().unwrap()),
             "PCR 23 {bank} was never extended"
         );
+        let runtime = runtime_as_events(&b.runtime);
         let m = diff_pcrs(
             &expected,
-            &runtime_as_events(&b.runtime),
+            LogEvents::numbered_from(&runtime, 1),
             bank,
             &[WORKLOAD_PCR],
         );
@@ -286,7 +289,7 @@ pub fn pinned_reference_boot_matches_this_boot_in_every_bank(profile: Profile) {
     });
     let reference = parse(&bytes, variant).unwrap();
     for bank in LOG_BANKS {
-        let m = diff_pcrs(&reference.events, &b.log.events, bank, &[0, 1]);
+        let m = diff_pcrs(&reference.events, &b.log, bank, &[0, 1]);
         assert!(m.is_empty(), "bank {bank}: {m:?}");
         for pcr in [0, 1] {
             assert_eq!(
@@ -372,7 +375,7 @@ pub fn one_cmdline_byte_changes_pcr9_and_pcr11_and_the_diff_names_them(profile: 
     }
 
     // The old image's boot against the new prediction.
-    let mismatches = diff_pcrs(&after, &b.log.events, HashAlg::SHA256, &PREDICTED_PCRS);
+    let mismatches = diff_pcrs(&after, &b.log, HashAlg::SHA256, &PREDICTED_PCRS);
     let named: Vec<(u32, usize)> = mismatches.iter().map(|m| (m.pcr, m.position)).collect();
     let text: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
     // PCR 4 event 3 = the UKI's Authenticode; PCR 5 event 2 = the GPT (the disk GUID is derived
@@ -405,6 +408,7 @@ pub fn golden_measurement_qemu_profile_equals_the_boot(profile: Profile) {
         ["sha256", "sha384", "sha512"],
         "qemu profile banks"
     );
+    let runtime = runtime_as_events(&b.runtime);
     for (bank_name, entries) in qemu {
         let bank = HashAlg::from_name(bank_name).unwrap();
         let mut predicted = vec![];
@@ -427,7 +431,7 @@ pub fn golden_measurement_qemu_profile_equals_the_boot(profile: Profile) {
                 entry.events.iter().all(|e| e.digests.keys().eq([&bank])),
                 "PCR {pcr} ({bank}): events carry other banks"
             );
-            let m = diff_pcrs(&entry.events, &booted_events(b, n), bank, &[n]);
+            let m = diff_pcrs(&entry.events, booted_events(b, &runtime, n), bank, &[n]);
             let text: Vec<String> = m.iter().map(ToString::to_string).collect();
             assert!(text.is_empty(), "{bank}: {}", text.join("\n"));
         }

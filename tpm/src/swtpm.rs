@@ -221,29 +221,41 @@ fn localca_options() -> String {
     )
 }
 
+/// The swtpm_setup that [`provision`] runs for the emulator `swtpm`.
+pub fn setup_program(swtpm: &Path) -> PathBuf {
+    sibling(swtpm, SWTPM_SETUP)
+}
+
+/// The configuration files [`provision`] writes before it runs swtpm_setup (`swtpm` is the
+/// emulator's path): path and content.
+pub fn config_files(swtpm: &Path, paths: &SwtpmPaths) -> Vec<(PathBuf, String)> {
+    let localca = sibling(&setup_program(swtpm), SWTPM_LOCALCA);
+    vec![
+        (
+            paths.ca_dir.join("swtpm-localca.conf"),
+            localca_conf(&paths.ca_dir),
+        ),
+        (
+            paths.ca_dir.join("swtpm-localca.options"),
+            localca_options(),
+        ),
+        (
+            paths.setup_config.clone(),
+            setup_conf(&localca, &paths.ca_dir),
+        ),
+    ]
+}
+
 /// Manufactures the TPM in `paths.state_dir`: EKs, EK and platform certificates from the run's own
 /// local CA. `swtpm` is the emulator's path (the provisioning tools are looked up beside it).
 pub fn provision(swtpm: &Path, paths: &SwtpmPaths) -> Result<()> {
     for dir in [&paths.state_dir, &paths.ca_dir] {
         create_dir(dir)?;
     }
-    let setup = sibling(swtpm, SWTPM_SETUP);
-    let localca = sibling(&setup, SWTPM_LOCALCA);
-    let write = |path: PathBuf, text: String| {
-        std::fs::write(&path, text).map_err(|source| SwtpmError::Write { path, source })
-    };
-    write(
-        paths.ca_dir.join("swtpm-localca.conf"),
-        localca_conf(&paths.ca_dir),
-    )?;
-    write(
-        paths.ca_dir.join("swtpm-localca.options"),
-        localca_options(),
-    )?;
-    write(
-        paths.setup_config.clone(),
-        setup_conf(&localca, &paths.ca_dir),
-    )?;
+    let setup = setup_program(swtpm);
+    for (path, text) in config_files(swtpm, paths) {
+        std::fs::write(&path, text).map_err(|source| SwtpmError::Write { path, source })?;
+    }
     let out = Command::new(&setup)
         .args(setup_args(paths))
         .stdin(Stdio::null())

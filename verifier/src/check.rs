@@ -19,7 +19,7 @@ use crate::error::{Kind, Result, ResultExt, VerifyError};
 use crate::evidence::{Evidence, Origin, PcrValues};
 use crate::golden::{Golden, ImageRef, PcrEntry, Source};
 use cvm_measure::eventlog::{
-    self, diff_pcrs, replay_expected, Event, EventDigest, HashAlg, Mismatch,
+    self, diff_pcrs, replay_expected, Event, EventDigest, HashAlg, LogEvents, Mismatch,
 };
 use cvm_measure::workload::RUNTIME_EVENT_TYPE;
 use cvm_measure::workload::{self, RuntimeEvent};
@@ -28,6 +28,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Version of the verdict's JSON shape.
 pub const VERDICT_FORMAT: u32 = 1;
+/// The number of the runtime log's first line (event), as a difference names it.
+const RUNTIME_FIRST_LINE: usize = 1;
 
 /// The outcome of `cvm-image verify`, stable as JSON (`--json`).
 #[derive(Debug, Clone, Serialize)]
@@ -306,7 +308,8 @@ fn replay_runtime(
     for (i, e) in runtime.iter().enumerate() {
         let digest = e.digest(bank).ok_or_else(|| {
             VerifyError::malformed(format!(
-                "event {i} ({}) has no {bank} digest, but the evidence reports that bank",
+                "event {} ({}) has no {bank} digest, but the evidence reports that bank",
+                i + RUNTIME_FIRST_LINE,
                 e.description
             ))
         })?;
@@ -399,13 +402,15 @@ fn differences(
         if !failed || r.expected.is_none() || !events_make_value(entry, r.bank, r.pcr) {
             continue;
         }
-        let actual: &[Event] = if runtime_pcrs.contains(&r.pcr) || r.pcr == workload::WORKLOAD_PCR {
+        // Logged events are named by the numbers their logs' tools show: the firmware log's
+        // record numbers (`cvm-image eventlog`, `tpm2_eventlog`), the runtime log's lines from 1.
+        let actual = if runtime_pcrs.contains(&r.pcr) || r.pcr == workload::WORKLOAD_PCR {
             match &runtime_events {
-                Some(events) => events,
+                Some(events) => LogEvents::numbered_from(events, RUNTIME_FIRST_LINE),
                 None => continue,
             }
         } else {
-            &evidence.eventlog.events
+            LogEvents::of(&evidence.eventlog)
         };
         for mismatch in diff_pcrs(&entry.events, actual, r.bank, &[r.pcr]) {
             // The same event differing in several banks is one difference: name it once (in the
@@ -515,7 +520,7 @@ mod hex_str {
 mod tests {
     use super::*;
     use crate::golden::Profile;
-    use cvm_measure::eventlog::{expected_log, EventType, ExpectedEvent};
+    use cvm_measure::eventlog::{expected_log, EventType, ExpectedEvent, MismatchKind};
     use std::path::PathBuf;
 
     const SHA256: [HashAlg; 1] = [HashAlg::SHA256];
@@ -568,6 +573,7 @@ mod tests {
                 name: "t".into(),
                 version: "1".into(),
                 uki_sha256: "00".into(),
+                security_version: None,
             },
             profiles: BTreeMap::from([(
                 "qemu".to_string(),
@@ -640,13 +646,18 @@ mod tests {
             v.failures,
             ["PCR 2 (sha256): enforced value differs from the golden file"]
         );
+        // The logged event by its record number, as `cvm-image eventlog` and tpm2_eventlog count
+        // (the Spec ID header is record 0).
+        let m = &v.differences[0].message;
         assert!(
-            v.differences[0]
-                .message
-                .starts_with("PCR 2: event 1 (EV_SEPARATOR separator) differs"),
-            "{}",
-            v.differences[0].message
+            m.starts_with("PCR 2: event 1 (EV_SEPARATOR separator) differs")
+                && m.ends_with("(log event 1: separator)"),
+            "{m}"
         );
+        let MismatchKind::Differs { actual, .. } = &v.differences[0].mismatch.kind else {
+            panic!("{:?}", v.differences[0].mismatch)
+        };
+        assert_eq!(actual.index, e.eventlog.record_number(0));
     }
 
     #[test]
@@ -705,12 +716,12 @@ mod tests {
         let v = verify(&g, "qemu", &e).unwrap();
         assert_eq!(v.logs[1].status, LogStatus::Ok);
         assert!(!v.ok);
+        // The runtime log's first line is its event 1.
+        let m = &v.differences[0].message;
         assert!(
-            v.differences[0]
-                .message
-                .starts_with("PCR 23: event 1 (EV_IPL workload verity root hash) differs"),
-            "{}",
-            v.differences[0].message
+            m.starts_with("PCR 23: event 1 (EV_IPL workload verity root hash) differs")
+                && m.contains("(log event 1: \"cvm-image.workload.verity-root-hash:"),
+            "{m}"
         );
     }
 

@@ -6,6 +6,11 @@
 //! verified with the issuer's key, each valid now), to a self-signed certificate of the bundle, and
 //! its public key must be the EK the credential was encrypted to — otherwise the certificate would
 //! vouch for some other TPM.
+//!
+//! Every issuer on the way, the self-signed anchor included, must be a CA (RFC 5280 §4.2.1.9
+//! basicConstraints `CA:TRUE`, §4.2.1.3 keyUsage with `keyCertSign`) and within its
+//! pathLenConstraint: a leaf certificate in the bundle — an EK certificate, a TLS server
+//! certificate of the same organisation — cannot issue one, even when its key signed it.
 
 use crate::attest::error::{bail, ensure, Classify, Context, Error, Result};
 use crate::error::{ResultExt, VerifyError};
@@ -15,6 +20,7 @@ use rsa::pkcs8::DecodePublicKey;
 use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use sha2::{Digest, Sha256, Sha384};
 use std::path::Path;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::Certificate;
 
 /// Longest chain followed (EK certificate, intermediates, root); stops a bundle with a cycle.
@@ -58,7 +64,12 @@ pub fn verify_ek_certificate(
     let mut current = leaf;
     for _ in 0..MAX_CHAIN_DEPTH {
         check_validity(&current, now_unix)?;
-        let issuer = find_issuer(&current, bundle)?;
+        // The CA certificates between `current`'s issuer and the leaf, which its pathLen limits;
+        // a self-issued one (the anchor, checking its own signature) does not count (RFC 5280
+        // §4.2.1.9).
+        let self_issued = current.tbs_certificate.issuer == current.tbs_certificate.subject;
+        let below = chain.len() - 1 - usize::from(self_issued && chain.len() > 1);
+        let issuer = find_issuer(&current, bundle, below)?;
         if issuer.tbs_certificate.subject == current.tbs_certificate.subject {
             // `current` is a self-signed certificate of the bundle: a trust anchor.
             return Ok(chain);
@@ -72,18 +83,36 @@ pub fn verify_ek_certificate(
     )
 }
 
-/// The certificate of `bundle` that issued `cert` (Name match and verified signature).
-fn find_issuer<'b>(cert: &Certificate, bundle: &'b [Certificate]) -> Result<&'b Certificate> {
+/// The certificate of `bundle` that issued `cert` (Name match, verified signature, and a CA
+/// that may issue a certificate with `below` CA certificates under it).
+fn find_issuer<'b>(
+    cert: &Certificate,
+    bundle: &'b [Certificate],
+    below: usize,
+) -> Result<&'b Certificate> {
     let issuer_name = &cert.tbs_certificate.issuer;
     let mut last_error = None;
+    let mut not_a_ca = None;
     for candidate in bundle
         .iter()
         .filter(|c| &c.tbs_certificate.subject == issuer_name)
     {
         match verify_signed_by(cert, candidate) {
-            Ok(()) => return Ok(candidate),
+            Ok(()) => match check_may_issue(candidate, below) {
+                Ok(()) => return Ok(candidate),
+                Err(e) => not_a_ca = Some(e),
+            },
             Err(e) => last_error = Some(e),
         }
+    }
+    // A signer that may not issue says more than another key's bad signature.
+    if let Some(e) = not_a_ca {
+        return Err(e).with_context(|| {
+            format!(
+                "{} is signed by {issuer_name} of the EK CA bundle, which may not issue certificates",
+                cert.tbs_certificate.subject
+            )
+        });
     }
     match last_error {
         Some(e) => Err(e).with_context(|| {
@@ -100,6 +129,43 @@ fn find_issuer<'b>(cert: &Certificate, bundle: &'b [Certificate]) -> Result<&'b 
             cert.tbs_certificate.subject
         ),
     }
+}
+
+/// `issuer` is a CA certificate (basicConstraints CA:TRUE), its key is for certificate signatures
+/// (keyUsage keyCertSign) and its pathLenConstraint allows `below` CA certificates under it.
+fn check_may_issue(issuer: &Certificate, below: usize) -> Result<()> {
+    let name = &issuer.tbs_certificate.subject;
+    let tbs = &issuer.tbs_certificate;
+    let constraints = tbs.get::<BasicConstraints>().or_err(
+        Error::Malformed,
+        format!("{name}: its basicConstraints extension does not parse (or appears twice)"),
+    )?;
+    let Some((_, constraints)) = constraints.filter(|(_, c)| c.ca) else {
+        bail!(
+            CertificateChain,
+            "{name} is not a CA certificate (no basicConstraints CA:TRUE): a leaf certificate \
+             cannot issue one, so it does not belong in --ek-ca as an issuer"
+        );
+    };
+    let usage = tbs.get::<KeyUsage>().or_err(
+        Error::Malformed,
+        format!("{name}: its keyUsage extension does not parse (or appears twice)"),
+    )?;
+    ensure!(
+        usage.is_some_and(|(_, u)| u.key_cert_sign()),
+        CertificateChain,
+        "{name} is a CA certificate whose keyUsage lacks keyCertSign, so its key may not sign \
+         certificates"
+    );
+    if let Some(max) = constraints.path_len_constraint {
+        ensure!(
+            below <= usize::from(max),
+            CertificateChain,
+            "{name} allows {max} CA certificate(s) below it (pathLenConstraint), the chain has \
+             {below}"
+        );
+    }
+    Ok(())
 }
 
 fn check_validity(cert: &Certificate, now_unix: u64) -> Result<()> {
@@ -229,7 +295,7 @@ fn strip_zeros(v: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::temp_dir;
+    use crate::testutil::{temp_dir, testdata};
     use std::process::Command;
 
     fn openssl(args: &[&str], dir: &Path) {
@@ -245,58 +311,124 @@ mod tests {
         );
     }
 
-    /// A root (P-384), an intermediate (RSA) and a leaf for an RSA key, all made by openssl; the
-    /// leaf's key as a TPMT_PUBLIC-shaped [`Public`].
-    fn chain(dir: &Path) -> (Vec<u8>, Public) {
-        openssl(
-            &[
-                "ecparam",
-                "-name",
-                "secp384r1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "root.key",
-            ],
-            dir,
+    /// openssl's configuration for the test certificates: one section of X.509v3 extensions per
+    /// kind of certificate (`-extensions NAME`).
+    const OPENSSL_CONF: &str = "\
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+[ca_pathlen0]
+basicConstraints = critical,CA:TRUE,pathlen:0
+keyUsage = critical,keyCertSign,cRLSign
+[ca_without_cert_sign]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,digitalSignature,cRLSign
+[ca_without_key_usage]
+basicConstraints = critical,CA:TRUE
+[no_basic_constraints]
+keyUsage = critical,keyCertSign
+[leaf]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment,keyCertSign
+";
+
+    /// Key types of the test certificates.
+    #[derive(Clone, Copy)]
+    enum Key {
+        Rsa,
+        P384,
+    }
+
+    /// Makes `NAME.key` (unless it exists) and `NAME.pem`, a certificate with subject CN=`subject`
+    /// and the extensions of section `ext` of [`OPENSSL_CONF`], valid two days, self-signed or
+    /// signed by the certificate and key `issuer` made before.
+    fn cert(dir: &Path, name: &str, subject: &str, key: Key, issuer: Option<&str>, ext: &str) {
+        std::fs::write(dir.join("openssl.cnf"), OPENSSL_CONF).unwrap();
+        let key_file = format!("{name}.key");
+        if !dir.join(&key_file).exists() {
+            match key {
+                Key::Rsa => openssl(&["genrsa", "-out", &key_file, "2048"], dir),
+                Key::P384 => openssl(
+                    &[
+                        "ecparam",
+                        "-name",
+                        "secp384r1",
+                        "-genkey",
+                        "-noout",
+                        "-out",
+                        &key_file,
+                    ],
+                    dir,
+                ),
+            }
+        }
+        let (pem, csr, subj) = (
+            format!("{name}.pem"),
+            format!("{name}.csr"),
+            format!("/CN={subject}"),
         );
-        openssl(
-            &[
-                "req", "-x509", "-new", "-key", "root.key", "-subj", "/CN=root", "-days", "2",
-                "-out", "root.pem",
-            ],
-            dir,
-        );
-        openssl(&["genrsa", "-out", "mid.key", "2048"], dir);
-        openssl(
-            &[
-                "req", "-new", "-key", "mid.key", "-subj", "/CN=mid", "-out", "mid.csr",
-            ],
-            dir,
-        );
-        openssl(
-            &[
-                "x509", "-req", "-in", "mid.csr", "-CA", "root.pem", "-CAkey", "root.key", "-days",
-                "2", "-out", "mid.pem",
-            ],
-            dir,
-        );
-        openssl(&["genrsa", "-out", "ek.key", "2048"], dir);
-        openssl(
-            &[
-                "req", "-new", "-key", "ek.key", "-subj", "/CN=ek", "-out", "ek.csr",
-            ],
-            dir,
-        );
-        openssl(
-            &[
-                "x509", "-req", "-in", "ek.csr", "-CA", "mid.pem", "-CAkey", "mid.key", "-days",
-                "2", "-outform", "DER", "-out", "ek.der",
-            ],
-            dir,
-        );
-        let der = std::fs::read(dir.join("ek.der")).unwrap();
-        let cert = Certificate::from_der(&der).unwrap();
+        let conf = ["-config", "openssl.cnf"];
+        match issuer {
+            None => {
+                let mut a = vec!["req", "-x509", "-new", "-key", &key_file, "-subj", &subj];
+                a.extend(conf);
+                a.extend(["-extensions", ext, "-days", "2", "-out", &pem]);
+                openssl(&a, dir);
+            }
+            Some(issuer) => {
+                let mut a = vec!["req", "-new", "-key", &key_file, "-subj", &subj];
+                a.extend(conf);
+                a.extend(["-out", &csr]);
+                openssl(&a, dir);
+                let (ca, ca_key) = (format!("{issuer}.pem"), format!("{issuer}.key"));
+                openssl(
+                    &[
+                        "x509",
+                        "-req",
+                        "-in",
+                        &csr,
+                        "-CA",
+                        &ca,
+                        "-CAkey",
+                        &ca_key,
+                        "-days",
+                        "2",
+                        "-extfile",
+                        "openssl.cnf",
+                        "-extensions",
+                        ext,
+                        "-out",
+                        &pem,
+                    ],
+                    dir,
+                );
+            }
+        }
+    }
+
+    fn der_of(dir: &Path, name: &str) -> Vec<u8> {
+        use der::DecodePem;
+        Certificate::from_pem(std::fs::read(dir.join(format!("{name}.pem"))).unwrap())
+            .unwrap()
+            .to_der()
+            .unwrap()
+    }
+
+    /// The certificates `names` as one trusted bundle.
+    fn bundle(dir: &Path, names: &[&str]) -> Vec<Certificate> {
+        let mut pem = vec![];
+        for n in names {
+            pem.extend(std::fs::read(dir.join(format!("{n}.pem"))).unwrap());
+        }
+        parse_bundle(&pem, "test bundle").unwrap()
+    }
+
+    /// The RSA key of certificate `der` as a TPMT_PUBLIC-shaped [`Public`].
+    fn rsa_public(der: &[u8]) -> Public {
+        let cert = Certificate::from_der(der).unwrap();
         let spki = cert
             .tbs_certificate
             .subject_public_key_info
@@ -304,7 +436,7 @@ mod tests {
             .unwrap();
         let key = RsaPublicKey::from_public_key_der(&spki).unwrap();
         use rsa::traits::PublicKeyParts;
-        let ek = Public {
+        Public {
             bytes: vec![],
             name_alg: 0x000B,
             attributes: 0,
@@ -315,8 +447,34 @@ mod tests {
                 modulus: key.n().to_bytes_be(),
                 exponent: 65537,
             },
-        };
+        }
+    }
+
+    /// A root (P-384), an intermediate (RSA), both CAs, and a leaf EK certificate for an RSA key,
+    /// all made by openssl; the leaf as DER and its key as a [`Public`].
+    fn chain(dir: &Path) -> (Vec<u8>, Public) {
+        let der = issue_chain(dir, "ca", "ca");
+        let ek = rsa_public(&der);
         (der, ek)
+    }
+
+    /// root (P-384) → mid (RSA) → ek (a leaf, RSA) with the extension sections `root_ext` and
+    /// `mid_ext` for the CAs, made or re-issued in `dir` (keys kept); the EK certificate's DER.
+    fn issue_chain(dir: &Path, root_ext: &str, mid_ext: &str) -> Vec<u8> {
+        cert(dir, "root", "root", Key::P384, None, root_ext);
+        cert(dir, "mid", "mid", Key::Rsa, Some("root"), mid_ext);
+        cert(dir, "ek", "ek", Key::Rsa, Some("mid"), "leaf");
+        der_of(dir, "ek")
+    }
+
+    /// The EK certificate `der` of [`issue_chain`] verified against the bundle mid + root.
+    fn verify_issued(dir: &Path, der: &[u8]) -> Result<Vec<String>> {
+        verify_ek_certificate(der, &bundle(dir, &["mid", "root"]), &rsa_public(der), now())
+    }
+
+    /// Why [`verify_issued`] refuses (a certificate-chain error).
+    fn issued_refusal(dir: &Path, der: &[u8]) -> String {
+        refusal(der, &bundle(dir, &["mid", "root"]), &rsa_public(der))
     }
 
     fn now() -> u64 {
@@ -326,64 +484,33 @@ mod tests {
             .as_secs()
     }
 
+    fn refusal(der: &[u8], bundle: &[Certificate], ek: &Public) -> String {
+        let e = verify_ek_certificate(der, bundle, ek, now()).unwrap_err();
+        assert!(matches!(e, Error::CertificateChain(_)), "{e:?}");
+        format!("{e:#}")
+    }
+
     #[test]
     fn openssl_chain_verifies_and_wrong_anchor_key_or_time_fail() {
         let dir = temp_dir("ekcert");
-        let (der, ek) = chain(dir.path());
-        let mut bundle = std::fs::read(dir.path().join("mid.pem")).unwrap();
-        bundle.extend(std::fs::read(dir.path().join("root.pem")).unwrap());
-        std::fs::write(dir.path().join("bundle.pem"), &bundle).unwrap();
-        let certs = load_bundle(&dir.path().join("bundle.pem")).unwrap();
+        let d = dir.path();
+        let (der, ek) = chain(d);
+        let certs = bundle(d, &["mid", "root"]);
         let names = verify_ek_certificate(&der, &certs, &ek, now()).unwrap();
         assert_eq!(names, ["CN=ek", "CN=mid", "CN=root"]);
 
         // Without the root, the chain ends at an untrusted issuer.
-        let only_mid = load_bundle(&dir.path().join("mid.pem")).unwrap();
-        let e = format!(
-            "{:#}",
-            verify_ek_certificate(&der, &only_mid, &ek, now()).unwrap_err()
-        );
+        let e = refusal(&der, &bundle(d, &["mid"]), &ek);
         assert!(
             e.contains("CN=root, which is not in the EK CA bundle"),
             "{e}"
         );
 
         // Another root with the same name: the intermediate's signature does not verify.
-        openssl(
-            &[
-                "ecparam",
-                "-name",
-                "secp384r1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "other.key",
-            ],
-            dir.path(),
-        );
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-key",
-                "other.key",
-                "-subj",
-                "/CN=root",
-                "-days",
-                "2",
-                "-out",
-                "other.pem",
-            ],
-            dir.path(),
-        );
-        let mut forged = std::fs::read(dir.path().join("mid.pem")).unwrap();
-        forged.extend(std::fs::read(dir.path().join("other.pem")).unwrap());
-        std::fs::write(dir.path().join("forged.pem"), &forged).unwrap();
-        let forged = load_bundle(&dir.path().join("forged.pem")).unwrap();
+        cert(d, "other", "root", Key::P384, None, "ca");
         let e = format!(
             "{:#}",
-            verify_ek_certificate(&der, &forged, &ek, now()).unwrap_err()
+            verify_ek_certificate(&der, &bundle(d, &["mid", "other"]), &ek, now()).unwrap_err()
         );
         assert!(e.contains("does not verify"), "{e}");
 
@@ -404,5 +531,112 @@ mod tests {
             verify_ek_certificate(&der, &certs, &ek, now() + 3 * 86400).unwrap_err()
         );
         assert!(e.contains("CN=ek is valid from"), "{e}");
+    }
+
+    /// Every issuer must be a CA whose key may sign certificates: an intermediate or a root
+    /// without basicConstraints CA:TRUE or without keyUsage keyCertSign is refused, naming it.
+    #[test]
+    fn every_issuer_needs_ca_true_and_key_cert_sign() {
+        let dir = temp_dir("ekcert-ca");
+        let d = dir.path();
+        for (section, why) in [
+            ("no_basic_constraints", "CN=mid is not a CA certificate"),
+            ("leaf", "CN=mid is not a CA certificate"),
+            (
+                "ca_without_cert_sign",
+                "CN=mid is a CA certificate whose keyUsage lacks keyCertSign",
+            ),
+            (
+                "ca_without_key_usage",
+                "CN=mid is a CA certificate whose keyUsage lacks keyCertSign",
+            ),
+        ] {
+            // The intermediate issued with these extensions signs the EK certificate.
+            let e = issued_refusal(d, &issue_chain(d, "ca", section));
+            assert!(e.contains(why), "{section}: {e}");
+            assert!(
+                e.contains("CN=ek is signed by CN=mid of the EK CA bundle, which may not issue"),
+                "{section}: {e}"
+            );
+        }
+        // The trust anchor is an issuer too.
+        let e = issued_refusal(d, &issue_chain(d, "ca_without_key_usage", "ca"));
+        assert!(
+            e.contains("CN=root is a CA certificate whose keyUsage lacks keyCertSign"),
+            "{e}"
+        );
+    }
+
+    /// A leaf certificate in `--ek-ca` cannot act as an issuer: not the genuine EK certificate
+    /// (CA:FALSE, though its key usage even claims keyCertSign) signing another one for the same
+    /// key, and not a self-signed leaf standing as its own trust anchor.
+    #[test]
+    fn a_leaf_in_the_bundle_cannot_issue() {
+        let dir = temp_dir("ekcert-leaf");
+        let d = dir.path();
+        let (der, ek) = chain(d);
+        // The genuine EK certificate's key signs a certificate "issued by CN=ek" for another key.
+        cert(d, "forged", "forged", Key::Rsa, Some("ek"), "leaf");
+        let forged = der_of(d, "forged");
+        let e = refusal(
+            &forged,
+            &bundle(d, &["ek", "mid", "root"]),
+            &rsa_public(&forged),
+        );
+        assert!(
+            e.contains("CN=ek is not a CA certificate (no basicConstraints CA:TRUE)"),
+            "{e}"
+        );
+        // With the leaf in the bundle, the genuine chain still verifies through the CAs.
+        let names = verify_ek_certificate(&der, &bundle(d, &["ek", "mid", "root"]), &ek, now());
+        assert_eq!(names.unwrap(), ["CN=ek", "CN=mid", "CN=root"]);
+
+        // A self-signed leaf in the bundle, presented as the EK certificate.
+        cert(d, "selfleaf", "selfleaf", Key::Rsa, None, "leaf");
+        let self_signed = der_of(d, "selfleaf");
+        let e = refusal(
+            &self_signed,
+            &bundle(d, &["selfleaf"]),
+            &rsa_public(&self_signed),
+        );
+        assert!(e.contains("CN=selfleaf is not a CA certificate"), "{e}");
+    }
+
+    /// pathLenConstraint: a root allowing no CA below it cannot anchor root → intermediate → EK;
+    /// one that allows it can.
+    #[test]
+    fn path_length_constraint_is_enforced() {
+        let dir = temp_dir("ekcert-pathlen");
+        let d = dir.path();
+        let e = issued_refusal(d, &issue_chain(d, "ca_pathlen0", "ca"));
+        assert!(
+            e.contains("CN=root allows 0 CA certificate(s) below it"),
+            "{e}"
+        );
+        // An intermediate with pathlen 0 may issue the leaf directly.
+        let der = issue_chain(d, "ca", "ca_pathlen0");
+        assert_eq!(
+            verify_issued(d, &der).unwrap(),
+            ["CN=ek", "CN=mid", "CN=root"]
+        );
+    }
+
+    /// Google's real TPM CA (root, and an intermediate with pathlen 0) passes the issuer checks:
+    /// the GCE COS 85 AK certificate chains to them (SOURCES.md, tpm-quote/).
+    #[test]
+    fn google_tpm_ca_chain_passes_the_issuer_checks() {
+        let leaf = testdata("tpm-quote/gce-cos85-ak-cert.der");
+        let ak = Public::parse(&testdata("tpm-quote/gce-cos85-ak.tpmt_public")).unwrap();
+        let certs = [
+            Certificate::from_der(&testdata("tpm-quote/gce-tpm-ek-intermediate-2.der")).unwrap(),
+            Certificate::from_der(&testdata("tpm-quote/gce-tpm-ek-root-1.der")).unwrap(),
+        ];
+        // A time inside every validity period (AK certificate: 2021-08-31 – 2051-08-24).
+        let names = verify_ek_certificate(&leaf, &certs, &ak, 1_700_000_000).unwrap();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(
+            names[1].contains("tpm_ek_v1_cloud_host-signer"),
+            "{names:?}"
+        );
     }
 }

@@ -27,6 +27,11 @@ pub struct ImageRef {
     pub version: String,
     /// sha256 of the UKI the prediction is for.
     pub uki_sha256: String,
+    /// The spec's `[image] security_version`, when it sets one: a number the owner raises when an
+    /// image must no longer be accepted (`verify --min-security-version`). Absent otherwise, so a
+    /// spec without it gives the same bytes as before the field existed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub security_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,4 +91,38 @@ pub fn parse_golden(bytes: &[u8], path: &Path) -> Result<Golden> {
         )));
     }
     Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(security_version: Option<u64>) -> ImageRef {
+        ImageRef {
+            name: "cvm-demo".into(),
+            version: "0.1.0".into(),
+            uki_sha256: "ab".repeat(32),
+            security_version,
+        }
+    }
+
+    /// Without a security version the `image` object is what it was before the field existed (a
+    /// spec that does not set one keeps byte-identical outputs); older files still parse.
+    #[test]
+    fn security_version_is_written_only_when_set() {
+        let without = serde_json::to_string(&image(None)).unwrap();
+        assert_eq!(
+            without,
+            format!(
+                r#"{{"name":"cvm-demo","version":"0.1.0","uki_sha256":"{}"}}"#,
+                "ab".repeat(32)
+            )
+        );
+        let parsed: ImageRef = serde_json::from_str(&without).unwrap();
+        assert_eq!(parsed.security_version, None);
+        let with = serde_json::to_string(&image(Some(4))).unwrap();
+        assert!(with.ends_with(r#","security_version":4}"#), "{with}");
+        let parsed: ImageRef = serde_json::from_str(&with).unwrap();
+        assert_eq!(parsed.security_version, Some(4));
+    }
 }

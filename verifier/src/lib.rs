@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`golden`] | the `golden-measurement.json` schema and loader |
 //! | [`golden_sign`] | detached signatures over golden files (ECDSA P-256, RSA) |
+//! | [`pin`] | no rollback: the image name, version, UKI and security version a golden file must be for |
 //! | [`agent_golden`] | the golden file an agent serves from the ESP, trusted by its signature |
 //! | [`evidence`] | PCR values + event logs, from files or from an agent |
 //! | [`collaterals`] | the agent's `/collaterals`: nonce, quote, AK↔EK activation, EK chain |
@@ -32,6 +33,7 @@ pub mod evidence;
 pub mod golden;
 pub mod golden_sign;
 pub mod http;
+pub mod pin;
 pub mod report;
 pub mod tee;
 pub mod wire;

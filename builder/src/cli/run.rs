@@ -2,10 +2,14 @@
 //! foreground or detach. The run's arguments ([`RunArgs`]) live in [`crate::qemu`], which the
 //! reference-boot recorder starts the same VM with.
 
+use crate::qemu::cmdline::{self, GUEST_AGENT_PORT, GUEST_WORKLOAD_PORT};
 pub use crate::qemu::RunArgs;
-use crate::qemu::{cmdline, console, prepare, Outcome, Vm};
+use crate::qemu::{console, prepare, prepare_to_print, Outcome, Vm};
 use crate::reference;
 use anyhow::{bail, Context, Result};
+use std::ffi::OsString;
+use std::fmt::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -33,6 +37,10 @@ fn interrupt_flag() -> Result<Arc<AtomicBool>> {
 
 /// `cvm-image run`.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    if args.print_command {
+        print!("{}", print_command(args)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let cfg = prepare(args)?;
     reference::warn_if_qemu_differs(
         &cfg.lock,
@@ -133,6 +141,67 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `run --print-command` puts the run's private directory: a shell variable the printed
+/// script sets first.
+const RUN_DIR_VAR: &str = "${RUN}";
+
+/// `run --print-command`: the run as a commented POSIX shell script — the swtpm_setup, swtpm and
+/// QEMU command lines `Vm::start` runs, with the files it writes first; nothing starts.
+fn print_command(args: &RunArgs) -> Result<String> {
+    use crate::deploy::shell_quote;
+    use crate::qemu::{plan, ports, swtpm};
+    let cfg = prepare_to_print(args)?;
+    let host = ports::free_loopback_ports(2)?;
+    let plan = plan(&cfg, Path::new(RUN_DIR_VAR), [host[0], host[1]]);
+    let line = |program: &Path, args: &[OsString]| {
+        std::iter::once(program.as_os_str())
+            .chain(args.iter().map(OsString::as_os_str))
+            .map(|w| shell_quote(&w.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let path = |p: &Path| shell_quote(&p.to_string_lossy());
+    let tpm = &plan.tpm;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# The VM `cvm-image run` starts for {} (printed only: nothing was started).\n\
+         # Agent API http://{lo}:{} (guest port {GUEST_AGENT_PORT}), workload http://{lo}:{} \
+         (guest port {GUEST_WORKLOAD_PORT}).\nset -e\nRUN=$(mktemp -d)",
+        cfg.disk.display(),
+        host[0],
+        host[1],
+        lo = ports::LOOPBACK,
+    );
+    let _ = writeln!(
+        s,
+        "# 1. The TPM: swtpm_setup manufactures it with EK certificates from a CA of this run \
+         (`cvm-image run` copies its\n#    certificates to OUT/ek-ca.pem), swtpm serves it.\n\
+         mkdir -p {} {}",
+        path(&tpm.state_dir),
+        path(&tpm.ca_dir)
+    );
+    for (file, text) in swtpm::config_files(&cfg.swtpm, tpm) {
+        let _ = write!(s, "cat > {} <<EOF\n{text}EOF\n", path(&file));
+    }
+    let _ = writeln!(
+        s,
+        "{}\n{} &\nwhile [ ! -S {} ]; do sleep 0.1; done",
+        line(&swtpm::setup_program(&cfg.swtpm), &swtpm::setup_args(tpm)),
+        line(&cfg.swtpm, &swtpm::args(tpm)?),
+        path(&tpm.ctrl_socket)
+    );
+    let _ = writeln!(
+        s,
+        "# 2. QEMU boots the disk (snapshot=on: the image is never written) with a private copy \
+         of the variable store.\ncp {vars} {copy}\nchmod 600 {copy}\n{}",
+        line(&cfg.qemu, &cmdline::args(&plan.qemu)),
+        vars = path(&cfg.ovmf_vars_template),
+        copy = path(&plan.qemu.ovmf_vars),
+    );
+    Ok(s)
 }
 
 /// ": <the init's FATAL line>" or QEMU's own error, for the message of a failed boot.

@@ -30,7 +30,7 @@ pub use cmdline::Accel;
 pub use process::tail_of;
 pub use state::RunState;
 pub use timing::{boot_timing, BootTiming};
-pub use vm::{Ended, Outcome, Vm, VmConfig};
+pub use vm::{plan, Ended, Outcome, Plan, Vm, VmConfig};
 
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -78,18 +78,58 @@ pub struct RunArgs {
     /// Input cache directory.
     #[arg(long, env = "CVM_IMAGE_CACHE")]
     pub cache: Option<PathBuf>,
+    /// Print the command lines of this run — swtpm_setup, swtpm and QEMU, shell-quoted, one per
+    /// line — and exit without starting anything or writing to OUT. To review the VM the golden
+    /// file's qemu profile assumes (docs/golden-measurement.md, "The VM of the qemu profile"), or
+    /// to start it by hand: ${RUN} stands for the run's private directory, the forwarded host
+    /// ports are ones free now. The disk, the spec's firmware and the other options are checked
+    /// as for a run; a host tool that is not installed is shown by its name.
+    #[arg(long, conflicts_with = "detach")]
+    pub print_command: bool,
 }
 
 /// Everything a run is started from, checked before any process starts.
 pub fn prepare(args: &RunArgs) -> Result<VmConfig> {
+    let (disk, disk_format) = checked_disk(args)?;
+    refuse_if_running(&args.out)?;
+    let qemu = tools::find(tools::QEMU)?;
+    let swtpm = tools::find(tools::SWTPM)?;
+    configure(args, disk, disk_format, qemu, swtpm)
+}
+
+/// What `run --print-command` shows: [`prepare`]'s configuration, without touching the output
+/// directory (a stale run record stays) and with a host tool that is not installed named as its
+/// program.
+pub fn prepare_to_print(args: &RunArgs) -> Result<VmConfig> {
+    let (disk, disk_format) = checked_disk(args)?;
+    let find =
+        |tool: tools::Tool| tools::find(tool).unwrap_or_else(|_| PathBuf::from(tool.program));
+    configure(
+        args,
+        disk,
+        disk_format,
+        find(tools::QEMU),
+        find(tools::SWTPM),
+    )
+}
+
+/// The disk to boot (`--disk` or OUT/disk.raw), checked, and its QEMU format.
+fn checked_disk(args: &RunArgs) -> Result<(PathBuf, &'static str)> {
     let disk = args
         .disk
         .clone()
         .unwrap_or_else(|| args.out.join("disk.raw"));
     let disk_format = disk::check(&disk)?;
-    refuse_if_running(&args.out)?;
-    let qemu = tools::find(tools::QEMU)?;
-    let swtpm = tools::find(tools::SWTPM)?;
+    Ok((disk, disk_format))
+}
+
+fn configure(
+    args: &RunArgs,
+    disk: PathBuf,
+    disk_format: &'static str,
+    qemu: PathBuf,
+    swtpm: PathBuf,
+) -> Result<VmConfig> {
     if args.memory == 0 || args.cpus == 0 {
         bail!("--memory and --cpus must be at least 1");
     }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use std::path::Path;
 use std::process::Child;
 
-pub use cvm_tpm::swtpm::{args, provision, setup_args, SwtpmPaths};
+pub use cvm_tpm::swtpm::{args, config_files, provision, setup_args, setup_program, SwtpmPaths};
 
 /// Starts swtpm in process group `pgrp` (0 = a new group led by swtpm) and waits for its socket.
 pub fn spawn(

@@ -19,6 +19,8 @@ pub const CONSOLE_LOG: &str = "console.log";
 pub const QEMU_LOG: &str = "qemu.log";
 /// The vTPM's EK CA certificates, in the output directory (they outlive the run directory).
 pub const EK_CA: &str = "ek-ca.pem";
+/// The run's private copy of the firmware's variable store, in the run directory.
+pub const OVMF_VARS_COPY: &str = "OVMF_VARS.fd";
 /// How often the health check is tried while booting.
 const HEALTH_POLL: Duration = Duration::from_millis(250);
 const HEALTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -117,7 +119,12 @@ impl Vm {
     }
 
     fn start_in(cfg: &VmConfig, run_dir: &Path) -> Result<Vm> {
-        let vars = run_dir.join("OVMF_VARS.fd");
+        let host_ports = ports::free_loopback_ports(2)?;
+        let Plan {
+            tpm,
+            qemu: qemu_cfg,
+        } = plan(cfg, run_dir, [host_ports[0], host_ports[1]]);
+        let vars = qemu_cfg.ovmf_vars.clone();
         std::fs::copy(&cfg.ovmf_vars_template, &vars).with_context(|| {
             format!(
                 "cannot copy the firmware variable store {} to {}",
@@ -129,33 +136,8 @@ impl Vm {
         std::fs::set_permissions(&vars, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot make {} writable", vars.display()))?;
 
-        let host_ports = ports::free_loopback_ports(2)?;
-        let forwards = vec![
-            Forward {
-                host: host_ports[0],
-                guest: GUEST_AGENT_PORT,
-            },
-            Forward {
-                host: host_ports[1],
-                guest: GUEST_WORKLOAD_PORT,
-            },
-        ];
-        let tpm = SwtpmPaths::in_dir(run_dir);
-        let console_log = cfg.out.join(CONSOLE_LOG);
-        let qemu_cfg = QemuConfig {
-            accel: cfg.accel,
-            memory_mib: cfg.memory_mib,
-            cpus: cfg.cpus,
-            ovmf_code: cfg.ovmf_code.clone(),
-            ovmf_vars: vars,
-            disk: cfg.disk.clone(),
-            disk_format: cfg.disk_format,
-            tpm_socket: tpm.ctrl_socket.clone(),
-            qmp_socket: run_dir.join("qmp.sock"),
-            console_log: console_log.clone(),
-            forwards: forwards.clone(),
-            secure_boot: cfg.secure_boot,
-        };
+        let console_log = qemu_cfg.console_log.clone();
+        let forwards = qemu_cfg.forwards.clone();
 
         swtpm::provision(&cfg.swtpm, &tpm)?;
         let ek_ca = cfg.out.join(EK_CA);
@@ -365,6 +347,43 @@ fn wait_gone_unless(pid: u32, timeout: Duration, hurry: Option<&AtomicBool>) -> 
         std::thread::sleep(POLL);
     }
     !process::is_alive(pid)
+}
+
+/// What a run starts: where swtpm keeps its files, and QEMU's configuration.
+pub struct Plan {
+    pub tpm: SwtpmPaths,
+    pub qemu: QemuConfig,
+}
+
+/// The run of `cfg` in `run_dir`, its agent and workload ports forwarded from `host_ports`: the
+/// variable store is the copy `run_dir/OVMF_VARS.fd`, the console `OUT/console.log`. [`Vm::start`]
+/// starts it; `run --print-command` prints it.
+pub fn plan(cfg: &VmConfig, run_dir: &Path, host_ports: [u16; 2]) -> Plan {
+    let tpm = SwtpmPaths::in_dir(run_dir);
+    let qemu = QemuConfig {
+        accel: cfg.accel,
+        memory_mib: cfg.memory_mib,
+        cpus: cfg.cpus,
+        ovmf_code: cfg.ovmf_code.clone(),
+        ovmf_vars: run_dir.join(OVMF_VARS_COPY),
+        disk: cfg.disk.clone(),
+        disk_format: cfg.disk_format,
+        tpm_socket: tpm.ctrl_socket.clone(),
+        qmp_socket: run_dir.join("qmp.sock"),
+        console_log: cfg.out.join(CONSOLE_LOG),
+        forwards: vec![
+            Forward {
+                host: host_ports[0],
+                guest: GUEST_AGENT_PORT,
+            },
+            Forward {
+                host: host_ports[1],
+                guest: GUEST_WORKLOAD_PORT,
+            },
+        ],
+        secure_boot: cfg.secure_boot,
+    };
+    Plan { tpm, qemu }
 }
 
 fn spawn_qemu(cfg: &VmConfig, qemu_cfg: &QemuConfig, pgrp: u32) -> Result<Child> {

@@ -157,10 +157,45 @@ pub fn replay_expected(
     Ok(values)
 }
 
+/// The logged events a diff compares with, and how their log numbers them: a mismatch names a
+/// logged event by the number `cvm-image eventlog` and `tpm2_eventlog` print for it (`EventNum`).
+#[derive(Debug, Clone, Copy)]
+pub struct LogEvents<'a> {
+    pub events: &'a [Event],
+    /// The record number of `events[0]`.
+    pub first_record: usize,
+}
+
+impl<'a> LogEvents<'a> {
+    /// The events of a parsed log, numbered as its records ([`EventLog::record_number`]: the Spec
+    /// ID header of a crypto-agile log is record 0, so its first event is record 1).
+    pub fn of(log: &'a EventLog) -> Self {
+        LogEvents {
+            events: &log.events,
+            first_record: log.record_number(0),
+        }
+    }
+
+    /// Events numbered from `first_record` (e.g. the init's runtime log, whose lines count from 1).
+    pub fn numbered_from(events: &'a [Event], first_record: usize) -> Self {
+        LogEvents {
+            events,
+            first_record,
+        }
+    }
+}
+
+impl<'a> From<&'a EventLog> for LogEvents<'a> {
+    fn from(log: &'a EventLog) -> Self {
+        LogEvents::of(log)
+    }
+}
+
 /// A logged event as a mismatch reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActualEvent {
-    /// Index into the `actual` slice given to the diff.
+    /// Its record number in the log ([`LogEvents`]): the `index` of `cvm-image eventlog --json`,
+    /// the `EventNum` of `tpm2_eventlog`.
     pub index: usize,
     #[serde(rename = "type")]
     pub event_type: EventType,
@@ -240,12 +275,20 @@ impl fmt::Display for Mismatch {
 }
 
 /// The first mismatch over the PCRs that `expected` names, in ascending PCR order.
-pub fn diff(expected: &[ExpectedEvent], actual: &[Event], bank: HashAlg) -> Option<Mismatch> {
+pub fn diff<'a>(
+    expected: &[ExpectedEvent],
+    actual: impl Into<LogEvents<'a>>,
+    bank: HashAlg,
+) -> Option<Mismatch> {
     diff_all(expected, actual, bank).into_iter().next()
 }
 
 /// The first mismatch of every PCR that `expected` names.
-pub fn diff_all(expected: &[ExpectedEvent], actual: &[Event], bank: HashAlg) -> Vec<Mismatch> {
+pub fn diff_all<'a>(
+    expected: &[ExpectedEvent],
+    actual: impl Into<LogEvents<'a>>,
+    bank: HashAlg,
+) -> Vec<Mismatch> {
     let pcrs: BTreeSet<u32> = expected.iter().map(|e| e.pcr).collect();
     diff_pcrs(
         expected,
@@ -257,12 +300,13 @@ pub fn diff_all(expected: &[ExpectedEvent], actual: &[Event], bank: HashAlg) -> 
 
 /// The first mismatch of each PCR in `pcrs` (a PCR with no expected events must have none in
 /// the log). Events of other PCRs are ignored; EV_NO_ACTION events never count.
-pub fn diff_pcrs(
+pub fn diff_pcrs<'a>(
     expected: &[ExpectedEvent],
-    actual: &[Event],
+    actual: impl Into<LogEvents<'a>>,
     bank: HashAlg,
     pcrs: &[u32],
 ) -> Vec<Mismatch> {
+    let actual = actual.into();
     let mut sorted = pcrs.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
@@ -274,7 +318,7 @@ pub fn diff_pcrs(
 
 fn diff_one(
     expected: &[ExpectedEvent],
-    actual: &[Event],
+    actual: LogEvents<'_>,
     bank: HashAlg,
     pcr: u32,
 ) -> Option<Mismatch> {
@@ -283,8 +327,10 @@ fn diff_one(
         .filter(|e| e.pcr == pcr && e.event_type != EventType::EV_NO_ACTION)
         .collect();
     let act: Vec<(usize, &Event)> = actual
+        .events
         .iter()
         .enumerate()
+        .map(|(i, e)| (actual.first_record + i, e))
         .filter(|(_, e)| e.pcr == pcr && e.is_extended())
         .collect();
     let summary = |(index, e): (usize, &Event)| ActualEvent {
@@ -466,7 +512,7 @@ mod tests {
     fn identical_logs_have_no_mismatch_and_same_values() {
         let exp = uki(b"console=ttyS0");
         let log = expected_log(&[HashAlg::SHA256], &exp).unwrap();
-        assert_eq!(diff(&exp, &log.events, HashAlg::SHA256), None);
+        assert_eq!(diff(&exp, &log, HashAlg::SHA256), None);
         let replayed = crate::eventlog::replay(&log);
         assert_eq!(
             &replayed.banks[&HashAlg::SHA256],
@@ -478,7 +524,7 @@ mod tests {
     fn changed_cmdline_is_named() {
         let exp = uki(b"console=ttyS0");
         let booted = expected_log(&[HashAlg::SHA256], &uki(b"console=ttyS1")).unwrap();
-        let m = diff(&exp, &booted.events, HashAlg::SHA256).unwrap();
+        let m = diff(&exp, &booted, HashAlg::SHA256).unwrap();
         assert_eq!((m.pcr, m.position), (11, 6));
         let text = m.to_string();
         assert!(
@@ -487,9 +533,16 @@ mod tests {
             ),
             "{text}"
         );
+        // The logged event is named by its record number, as `cvm-image eventlog` prints it
+        // (record 0 is the Spec ID header, so the sixth event is record 7).
         assert!(
-            text.ends_with("(log event 6: UKI section .cmdline)"),
+            text.ends_with("(log event 7: UKI section .cmdline)"),
             "{text}"
+        );
+        let listed = crate::eventlog::render_text(&booted);
+        assert!(
+            listed.contains("#7    PCR 11  EV_IPL  UKI section .cmdline\n"),
+            "{listed}"
         );
     }
 
@@ -499,14 +552,14 @@ mod tests {
         let mut short = exp.clone();
         short.pop();
         let log = expected_log(&[HashAlg::SHA256], &short).unwrap();
-        let m = diff(&exp, &log.events, HashAlg::SHA256).unwrap();
+        let m = diff(&exp, &log, HashAlg::SHA256).unwrap();
         assert!(matches!(m.kind, MismatchKind::Missing { .. }));
         assert_eq!(m.to_string(), "PCR 11: event 6 (EV_IPL UKI section .cmdline) is missing: the log has only 5 event(s) for PCR 11");
         let log = expected_log(&[HashAlg::SHA256], &exp).unwrap();
-        let m = diff(&short, &log.events, HashAlg::SHA256).unwrap();
+        let m = diff(&short, &log, HashAlg::SHA256).unwrap();
         assert!(matches!(m.kind, MismatchKind::Extra { .. }), "{m}");
         // A PCR expected empty must be empty.
-        let m = diff_pcrs(&[], &log.events, HashAlg::SHA256, &[4]);
+        let m = diff_pcrs(&[], &log, HashAlg::SHA256, &[4]);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].position, 1);
     }
@@ -515,7 +568,7 @@ mod tests {
     fn missing_bank_digest_is_a_difference_not_a_match() {
         let exp = vec![ExpectedEvent::new(4, EventType::EV_SEPARATOR, "separator")];
         let log = expected_log(&[HashAlg::SHA256], &[sep(4)]).unwrap();
-        let m = diff(&exp, &log.events, HashAlg::SHA256).unwrap();
+        let m = diff(&exp, &log, HashAlg::SHA256).unwrap();
         assert!(m.to_string().contains("expected sha256 none"), "{m}");
         assert!(replay_expected(&exp, HashAlg::SHA256).is_err());
     }

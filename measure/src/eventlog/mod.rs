@@ -38,8 +38,8 @@ mod types;
 pub use describe::known_guid_name;
 pub use devpath::device_path_to_text;
 pub use expected::{
-    diff, diff_all, diff_pcrs, expected_log, replay_expected, ActualEvent, ExpectedEvent, Mismatch,
-    MismatchKind,
+    diff, diff_all, diff_pcrs, expected_log, replay_expected, ActualEvent, ExpectedEvent,
+    LogEvents, Mismatch, MismatchKind,
 };
 pub use parse::{parse, parse_as};
 pub use render::{render_json, render_text, report, EventReport, LogReport};
