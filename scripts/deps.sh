@@ -60,15 +60,40 @@ if [ ${#pip_missing[@]} -gt 0 ]; then
   if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
 
+# install_venv NAME REQUIREMENTS WHAT: a venv of its own at $CVM_IMAGE_CACHE/NAME holding the pins of
+# scripts/REQUIREMENTS, reinstalled only when the pins change.
+install_venv() {
+  local req venv
+  req="$(cd "$(dirname "$0")" && pwd)/$2"
+  venv="${CVM_IMAGE_CACHE:-$HOME/.cache/cvm-image}/$1"
+  if ! cmp -s "$req" "$venv/requirements.txt"; then
+    echo "deps: pip installing $3 into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+    cp "$req" "$venv/requirements.txt"
+  fi
+}
 # The real aws and az CLIs (PyPI, pinned in scripts/cloud-cli-requirements.txt) that
 # tests/deploy_cli.rs feeds the deploy plans to, in a venv of their own (azure-cli's dependencies
-# must not meet the oracles' above). Reinstalled only when the pins change.
-cloud_req="$(cd "$(dirname "$0")" && pwd)/cloud-cli-requirements.txt"
-cloud_venv="${CVM_IMAGE_CACHE:-$HOME/.cache/cvm-image}/cloud-cli"
-if ! cmp -s "$cloud_req" "$cloud_venv/requirements.txt"; then
-  echo "deps: pip installing the pinned cloud CLIs into $cloud_venv (a few minutes)"
-  rm -rf "$cloud_venv"
-  python3 -m venv "$cloud_venv"
-  "$cloud_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$cloud_req"
-  cp "$cloud_req" "$cloud_venv/requirements.txt"
+# must not meet the oracles' above).
+install_venv cloud-cli cloud-cli-requirements.txt "the pinned cloud CLIs (a few minutes)"
+
+# The SEV-SNP launch-digest oracle (sev-snp-measure, PyPI, pinned in
+# scripts/snp-measure-requirements.txt) that tests/snp_measure.rs compares `cvm-image tee snp-measure`
+# with, in a venv of its own.
+install_venv sev-snp-measure snp-measure-requirements.txt "the pinned sev-snp-measure"
+
+# Debian trixie's ovmf package: a second OVMF generation (2025.02, with the SVSM_CAA section) for
+# the SNP digest tests, next to bookworm's installed /usr/share/ovmf/OVMF.fd. Pinned by sha256 and
+# kept in the cache under its sha256, like the lock's packages (tests/snp_measure.rs holds the same pin).
+trixie_ovmf_sha256=78e0d54df11fc77406cb7a0bc9a39e5bca6d1cbe06556b91d9a73491c52decdf
+trixie_ovmf_url="http://deb.debian.org/debian/pool/main/e/edk2/ovmf_2025.02-8+deb13u1_all.deb"
+debs="${CVM_IMAGE_CACHE:-$HOME/.cache/cvm-image}/debs"
+if [ ! -f "$debs/$trixie_ovmf_sha256.deb" ]; then
+  echo "deps: downloading trixie's ovmf 2025.02-8+deb13u1 (pinned)"
+  mkdir -p "$debs"
+  curl -fsSL -o "$debs/.trixie-ovmf.part" "$trixie_ovmf_url"
+  echo "$trixie_ovmf_sha256  $debs/.trixie-ovmf.part" | sha256sum -c --quiet
+  mv "$debs/.trixie-ovmf.part" "$debs/$trixie_ovmf_sha256.deb"
 fi

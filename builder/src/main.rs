@@ -103,6 +103,9 @@ enum Cmd {
     /// Golden measurement tools: `golden sign` / `golden verify` (detached ECDSA P-256 or RSA signature,
     /// keys as openssl writes them) and `golden export --format automata`.
     Golden(cli::golden::GoldenArgs),
+    /// Confidential-VM launch measurements: `tee snp-measure` predicts the SEV-SNP MEASUREMENT
+    /// (and the SEV / SEV-ES launch digest) like sev-snp-measure (docs/tee.md §1).
+    Tee(cli::tee::TeeArgs),
 }
 
 /// Each command's handling is in `cvm_image::cli::<command>`.
@@ -123,6 +126,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Verify(args) => cli::verify::run(args),
         Cmd::Golden(args) => args.run(),
         Cmd::Keys(args) => cli::keys::run(&args),
+        Cmd::Tee(args) => cli::tee::run(args),
     }
 }
 

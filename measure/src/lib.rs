@@ -7,4 +7,5 @@ pub mod eventlog;
 pub mod pe;
 #[cfg(feature = "pe")]
 pub mod predict;
+pub mod snp;
 pub mod workload;

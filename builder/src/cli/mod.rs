@@ -14,4 +14,5 @@ pub mod lock;
 pub mod measure;
 pub mod run;
 pub mod stop;
+pub mod tee;
 pub mod verify;
