@@ -12,14 +12,21 @@
 //! | `POST /sign-message` (7999 only) | `{message}` → signature by the boot key ([`crate::signing`]) |
 //!
 //! Every error is `{"error":"…"}` with a status that says whose fault it is: 404 unknown path or
-//! missing log file, 405 wrong method, 409 state changed (PCRs, for `/sign-message`), 503 TPM
-//! unavailable, 500 anything else. Malformed HTTP is rejected by hyper with 400 before it reaches a
-//! handler.
+//! missing log file, 405 wrong method, 408 body too slow, 409 state changed (PCRs, for
+//! `/sign-message`), 413 body too large, 503 TPM unavailable or too many such requests at once (with
+//! `Retry-After`), 500 anything else. Malformed HTTP is rejected by hyper with 400 (431 for a head
+//! too large) before it reaches a handler.
 //!
 //! Two routers: [`public_router`] for the external port (8000) and [`local_router`] for loopback
 //! (7999, the workload's sidecar use), which adds the routes that act with this boot's keys on the
 //! caller's behalf ([`local_only_routes`]). No route changes TPM state beyond transient objects
 //! and sessions flushed before it answers.
+//!
+//! Each router has its own [`Gate`]s on the routes that start blocking work — TPM commands
+//! ([`TPM_REQUESTS`]), file reads ([`FILE_READS`]), peer verifications ([`PEER_VERIFICATIONS`]) —
+//! which answer 503 with `Retry-After` beyond their bound; so a flood of port 8000 leaves 7999 its
+//! own, and the blocking threads ([`BLOCKING_THREADS`]) never queue. The server in front of each
+//! router bounds connections, time and sizes ([`crate::http::server`]).
 
 use std::io::ErrorKind;
 use std::path::PathBuf;
@@ -31,6 +38,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::evidence::MAX_ACTIVATE_BODY;
+use crate::http::gate::Gate;
+use crate::peer::MAX_VERIFY_BODY;
 use crate::supervisor::WorkloadStatus;
 use crate::tpm::{read_all_pcrs, BankValues};
 
@@ -41,34 +51,76 @@ pub use crate::http::state::{ApiConfig, AppState, WorkloadView};
 const NDJSON: &str = "application/x-ndjson";
 const OCTET_STREAM: &str = "application/octet-stream";
 
+/// Requests using the TPM (quotes, credential activation, PCR reads, signatures) at once, per
+/// port: the TPM executes one command at a time, so more would only wait in the kernel.
+pub const TPM_REQUESTS: usize = 4;
+/// Event log reads at once, per port (each a few milliseconds).
+pub const FILE_READS: usize = 8;
+/// Peer verifications (`POST /verify`, loopback) at once: each waits on another VM for up to minutes.
+pub const PEER_VERIFICATIONS: usize = 2;
+/// What a client told "busy" should wait, seconds.
+const RETRY_AFTER_SECS: u32 = 1;
+/// Blocking threads the runtime needs: one per permit of every gate of both ports, and one for the
+/// golden measurement's one-time read. No blocking task ever waits for a thread.
+pub const BLOCKING_THREADS: usize = 2 * (TPM_REQUESTS + FILE_READS) + PEER_VERIFICATIONS + 1;
+/// Largest request body on port 8000 (`/activate-credential`'s).
+pub const MAX_PUBLIC_BODY: usize = MAX_ACTIVATE_BODY;
+/// Largest request body on loopback (`/verify`'s; `/sign-message` takes less).
+pub const MAX_LOCAL_BODY: usize = MAX_VERIFY_BODY;
+
+/// The gates of one port's router.
+struct Gates {
+    tpm: Gate,
+    files: Gate,
+}
+
+impl Gates {
+    fn new() -> Self {
+        Gates {
+            tpm: Gate::new("TPM", TPM_REQUESTS, RETRY_AFTER_SECS),
+            files: Gate::new("event log", FILE_READS, RETRY_AFTER_SECS),
+        }
+    }
+}
+
 /// The router of the external listener (8000): status and evidence, nothing that signs for the
 /// caller.
 pub fn public_router(state: AppState) -> Router {
-    finish(public_routes(), state)
+    finish(public_routes(&Gates::new()), state)
 }
 
 /// The router of the loopback listener (7999): the public routes plus [`local_only_routes`].
 pub fn local_router(state: AppState) -> Router {
-    finish(public_routes().merge(local_only_routes()), state)
+    let gates = Gates::new();
+    finish(
+        public_routes(&gates).merge(local_only_routes(&gates)),
+        state,
+    )
 }
 
 /// Routes served only on loopback: they use this boot's keys for whoever calls, which must be
 /// the workload inside the VM. Add a local-only endpoint here with one `.route(…)`.
-fn local_only_routes() -> Router<AppState> {
-    Router::new()
-        .route("/sign-message", crate::signing::sign_message_route())
-        .route("/verify", crate::peer::verify_route())
+fn local_only_routes(gates: &Gates) -> Router<AppState> {
+    let peers = Gate::new("peer verification", PEER_VERIFICATIONS, RETRY_AFTER_SECS);
+    gates
+        .tpm
+        .guard(Router::new().route("/sign-message", crate::signing::sign_message_route()))
+        .merge(peers.guard(Router::new().route("/verify", crate::peer::verify_route())))
 }
 
-fn public_routes() -> Router<AppState> {
+fn public_routes(gates: &Gates) -> Router<AppState> {
+    let tpm = Router::new()
+        .route("/pcrs", get(pcrs))
+        .merge(crate::evidence::routes());
+    let files = Router::new()
+        .route("/eventlog", get(eventlog))
+        .route("/eventlog/runtime", get(runtime_eventlog));
     Router::new()
         .route("/health", get(health))
-        .route("/pcrs", get(pcrs))
-        .route("/eventlog", get(eventlog))
-        .route("/eventlog/runtime", get(runtime_eventlog))
         .route("/workload", get(workload))
         .merge(crate::golden::routes())
-        .merge(crate::evidence::routes())
+        .merge(gates.tpm.guard(tpm))
+        .merge(gates.files.guard(files))
 }
 
 /// JSON 404/405 for everything unrouted, and the state.
@@ -164,9 +216,4 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
             uri.path()
         ),
     )
-}
-
-/// Serves `router` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router).await
 }

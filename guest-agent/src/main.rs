@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use cvm_agent::api::{self, ApiConfig, AppState, WorkloadView};
+use cvm_agent::http::server::{self, Limits};
 use cvm_agent::settings::Settings;
 use cvm_agent::supervisor::{Backoff, Reaper, Supervisor};
 use cvm_agent::workload::Workload;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
     }
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(api::BLOCKING_THREADS)
         .build()
         .context("creating the tokio runtime")
         .and_then(|rt| rt.block_on(run(settings, pid1)));
@@ -122,24 +124,33 @@ async fn run(settings: Settings, pid1: bool) -> Result<()> {
          with this boot's key for anyone who reaches it (set CVM_LISTEN_LOCAL to 127.0.0.1:PORT)",
         settings.listen_local
     );
+    let nofile = server::descriptor_limit();
     let listeners = [
-        (settings.listen, api::public_router(state.clone())),
-        (settings.listen_local, api::local_router(state)),
+        (
+            settings.listen,
+            api::public_router(state.clone()),
+            Limits::public(nofile, api::MAX_PUBLIC_BODY),
+        ),
+        (
+            settings.listen_local,
+            api::local_router(state),
+            Limits::loopback(nofile, api::MAX_LOCAL_BODY),
+        ),
     ];
-    for (addr, router) in listeners {
+    let connections = listeners.each_ref().map(|(_, _, l)| l.connections);
+    for (addr, router, limits) in listeners {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the API to {addr}"))?;
-        tokio::spawn(async move {
-            if let Err(e) = api::serve(listener, router).await {
-                log!("API on {addr} stopped: {e}");
-            }
-        });
+        tokio::spawn(server::serve(listener, router, limits));
     }
     log!(
-        "healthy: API on http://{} and http://{}",
+        "healthy: API on http://{} and http://{} (at most {} and {} connections of {nofile} \
+         descriptors)",
         settings.listen,
-        settings.listen_local
+        settings.listen_local,
+        connections[0],
+        connections[1]
     );
 
     let reason = shutdown_rx

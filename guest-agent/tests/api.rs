@@ -43,9 +43,7 @@ fn serve(config: ApiConfig, workload: Option<Workload>) -> u16 {
                 }
             };
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            cvm_agent::api::serve(listener, router(AppState::new(config, view)))
-                .await
-                .unwrap();
+            serve_api(listener, router(AppState::new(config, view)), false).await;
         });
     });
     port

@@ -32,9 +32,7 @@ fn serve(config: ApiConfig) -> u16 {
                     sev_guest: "/nonexistent/sev-guest".into(),
                 }));
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            cvm_agent::api::serve(listener, router(state))
-                .await
-                .unwrap();
+            serve_api(listener, router(state), false).await;
         });
     });
     assert!(wait_connectable(port, std::time::Duration::from_secs(10)));

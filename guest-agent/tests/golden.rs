@@ -189,9 +189,7 @@ fn serve(source: GoldenSource) -> u16 {
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            cvm_agent::api::serve(listener, routes_for::<()>(source).with_state(()))
-                .await
-                .unwrap();
+            serve_api(listener, routes_for::<()>(source).with_state(()), false).await;
         });
     });
     port

@@ -48,10 +48,8 @@ fn serve(tpm: &Swtpm, dir: &Path) -> (u16, u16) {
                 }));
             let public = tokio::net::TcpListener::from_std(public).unwrap();
             let local = tokio::net::TcpListener::from_std(local).unwrap();
-            tokio::spawn(cvm_agent::api::serve(public, public_router(state.clone())));
-            cvm_agent::api::serve(local, local_router(state))
-                .await
-                .unwrap();
+            tokio::spawn(serve_api(public, public_router(state.clone()), false));
+            serve_api(local, local_router(state), true).await;
         });
     });
     for port in [ports.0, ports.1] {

@@ -187,3 +187,15 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// Serves `router` on `listener` within the bounds the agent gives port 8000, or loopback (7999)
+/// when `local`.
+pub async fn serve_api(listener: tokio::net::TcpListener, router: axum::Router, local: bool) {
+    use cvm_agent::http::server::{descriptor_limit, serve, Limits};
+    let limits = if local {
+        Limits::loopback(descriptor_limit(), cvm_agent::api::MAX_LOCAL_BODY)
+    } else {
+        Limits::public(descriptor_limit(), cvm_agent::api::MAX_PUBLIC_BODY)
+    };
+    serve(listener, router, limits).await
+}
