@@ -4,7 +4,7 @@
 
 use crate::qemu::cmdline::{self, GUEST_AGENT_PORT, GUEST_WORKLOAD_PORT};
 pub use crate::qemu::RunArgs;
-use crate::qemu::{console, prepare, prepare_to_print, Outcome, Vm};
+use crate::qemu::{console, prepare, prepare_to_print, Outcome, RunState, Vm};
 use crate::reference;
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
@@ -35,7 +35,7 @@ fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-/// `cvm-image run`.
+/// `cvm-image run`: start, wait for the agent, then detach or stay in the foreground.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     if args.print_command {
         print!("{}", print_command(args)?);
@@ -48,12 +48,24 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         &cfg.qemu,
     );
     let interrupted = interrupt_flag()?;
-    let grace = Duration::from_secs(args.grace);
-    let mut vm = Vm::start(&cfg)?;
-    let st = vm.state().clone();
+    let vm = Vm::start(&cfg)?;
+    announce(&cfg.disk, vm.state());
+    let Some(vm) = wait_until_healthy(vm, args, &interrupted)? else {
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    };
+    if args.detach {
+        detach(vm, args);
+        return Ok(ExitCode::SUCCESS);
+    }
+    run_in_foreground(vm, args, &interrupted)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the VM's console, agent, workload and EK CA are, on stderr.
+fn announce(disk: &Path, st: &RunState) {
     eprintln!(
         "cvm-image: booting {} (console: {})",
-        cfg.disk.display(),
+        disk.display(),
         st.console_log.display()
     );
     eprintln!(
@@ -72,8 +84,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             ca.display()
         );
     }
+}
 
-    match vm.wait_healthy(Duration::from_secs(args.timeout), &interrupted)? {
+/// Waits for `GET /health`: the running VM, or `None` when interrupted (the VM is then stopped). A
+/// VM that stopped or never answered is an error naming the init's fatal line and the console log.
+fn wait_until_healthy(mut vm: Vm, args: &RunArgs, interrupted: &AtomicBool) -> Result<Option<Vm>> {
+    let st = vm.state().clone();
+    match vm.wait_healthy(Duration::from_secs(args.timeout), interrupted)? {
         Outcome::Healthy(after) => {
             let timing = vm
                 .timing()
@@ -83,6 +100,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                 "cvm-image: agent healthy {:.1} s after QEMU started ({timing})",
                 after.as_secs_f64()
             );
+            Ok(Some(vm))
         }
         Outcome::Exited(status) => {
             let why = failure_summary(&vm);
@@ -103,30 +121,33 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         Outcome::Interrupted => {
             eprintln!("cvm-image: interrupted; stopping the VM");
             vm.shutdown(Duration::ZERO, None);
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+            Ok(None)
         }
     }
+}
 
-    if args.detach {
-        let st = vm.detach();
-        println!("agent    {}", st.agent_url);
-        println!("workload {}", st.workload_url);
-        if let Some(ca) = &st.ek_ca {
-            println!("ek-ca    {}", ca.display());
-        }
-        eprintln!(
-            "cvm-image: running detached (QEMU pid {}, swtpm pid {}); stop it with `cvm-image stop --out {}`",
-            st.qemu_pid,
-            st.swtpm_pid,
-            args.out.display()
-        );
-        return Ok(ExitCode::SUCCESS);
+/// Leaves the VM running and prints where it is (stdout) and how to stop it (stderr).
+fn detach(vm: Vm, args: &RunArgs) {
+    let st = vm.detach();
+    println!("agent    {}", st.agent_url);
+    println!("workload {}", st.workload_url);
+    if let Some(ca) = &st.ek_ca {
+        println!("ek-ca    {}", ca.display());
     }
+    eprintln!(
+        "cvm-image: running detached (QEMU pid {}, swtpm pid {}); stop it with `cvm-image stop --out {}`",
+        st.qemu_pid,
+        st.swtpm_pid,
+        args.out.display()
+    );
+}
 
+/// Runs until the guest powers off; Ctrl-C presses the ACPI power button and waits up to `--grace`.
+fn run_in_foreground(mut vm: Vm, args: &RunArgs, interrupted: &AtomicBool) -> Result<()> {
     eprintln!(
         "cvm-image: running until the guest powers off; Ctrl-C shuts it down (twice: at once)"
     );
-    match vm.wait_exit(&interrupted)? {
+    match vm.wait_exit(interrupted)? {
         Some(status) => {
             eprintln!("cvm-image: the guest powered off (QEMU {status})");
             drop(vm);
@@ -136,11 +157,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                 "cvm-image: shutting down (ACPI power button, up to {} s)",
                 args.grace
             );
-            let ended = vm.shutdown(grace, Some(&interrupted));
+            let ended = vm.shutdown(Duration::from_secs(args.grace), Some(interrupted));
             eprintln!("cvm-image: {}", ended.describe());
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Where `run --print-command` puts the run's private directory: a shell variable the printed
