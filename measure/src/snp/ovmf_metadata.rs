@@ -215,7 +215,7 @@ fn parse_footer_table(data: &[u8]) -> Result<Vec<Entry<'_>>, SnpError> {
 
 #[cfg(test)]
 mod tests {
-    use super::guid_le;
+    use super::{guid_le, Ovmf};
 
     #[test]
     fn guid_is_mixed_endian() {
@@ -223,5 +223,37 @@ mod tests {
             hex::encode(guid_le("9438d606-4f22-4cc9-b479-a793d411fd21")),
             "06d63894224fc94cb479a793d411fd21"
         );
+    }
+
+    /// The host chooses the firmware (`--ovmf`): a footer table or SEV metadata with any byte of the
+    /// last 4 KiB changed, or the image cut short, parses to entries or an error, never a panic.
+    /// Bookworm's OVMF.fd (package ovmf, which scripts/deps.sh installs) carries both.
+    #[test]
+    fn damaged_firmware_tails_are_errors_not_panics() {
+        let path = "/usr/share/ovmf/OVMF.fd";
+        let full = std::fs::read(path)
+            .unwrap_or_else(|e| panic!("{path}: {e} (apt-get install ovmf: scripts/deps.sh)"));
+        let mut tail = full[full.len() - (64 << 10)..].to_vec();
+        let ovmf = Ovmf::parse(&tail).expect("the pinned firmware's tail parses");
+        assert!(
+            ovmf.sev_es_reset_eip().is_ok(),
+            "bookworm's OVMF has the SEV-ES reset block"
+        );
+        let len = tail.len();
+        for at in len - 4096..len {
+            let original = tail[at];
+            for v in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                tail[at] = v;
+                if let Ok(o) = Ovmf::parse(&tail) {
+                    let _ = o.sev_es_reset_eip();
+                    let _ = o.sev_hashes_table_gpa();
+                }
+            }
+            tail[at] = original;
+        }
+        for cut in [0, 1, 17, 18, 49, 50, 51, 4096, len - 1] {
+            let _ = Ovmf::parse(&tail[len - cut..]);
+            let _ = Ovmf::parse(&tail[..len - cut]);
+        }
     }
 }
