@@ -8,10 +8,15 @@
 //! * TDX: DCAP verification needs Intel's collateral (`--tdx-collateral`, dcap-qvl's JSON shape, as
 //!   fetched from Intel PCS or a PCCS); the Intel SGX root is pinned by dcap-qvl.
 //!
+//! A verified SEV-SNP report whose guest policy allows DEBUG or MIGRATE_MA fails: the host can then
+//! read or export the guest's memory ([`crate::attest::snp_policy`]). The policy, VMPL and reported
+//! TCB are shown in the check's detail.
+//!
 //! The launch measurement (SNP MEASUREMENT, TDX MRTD) is reported, not compared: the golden file does
 //! not predict it yet.
 
 use crate::attest::snp::{self, SnpReport};
+use crate::attest::snp_policy::{describe_tcb, GuestPolicy};
 use crate::attest::tdx::{self, TdxCollateral};
 use crate::attestation::{AttestCheck, CheckKind, CheckStatus};
 use crate::error::{Kind, OptionExt, Result, ResultExt, VerifyError};
@@ -134,11 +139,17 @@ fn check_snp(
         )),
     };
     let v = snp::verify_report(&report, &vcek, &chain, now_unix).map_err(VerifyError::from)?;
+    // After the signature: only then is the policy the hardware's word, not the host's.
+    let policy = GuestPolicy(report.policy);
+    policy.require_confidential().map_err(VerifyError::from)?;
     Ok(format!(
         "SEV-SNP report signed by a {:?} of AMD {} (pinned ARK), REPORT_DATA binds the nonce and \
-         the AK; launch measurement {}",
+         the AK; guest policy {}; VMPL {}; reported TCB {}; launch measurement {}",
         v.signing_key,
         v.product.name(),
+        policy.describe(),
+        report.vmpl,
+        describe_tcb(report.reported_tcb, v.product == snp::Product::Turin),
         hex::encode(v.measurement)
     ))
 }
@@ -274,6 +285,16 @@ mod tests {
         }
     }
 
+    /// The virtee report checked with the verifier's files, inside the VCEK's validity.
+    fn virtee_check() -> AttestCheck {
+        check_tee(
+            Some(&virtee_report()),
+            &rd(VIRTEE_REPORT_DATA),
+            &snp_files_trust(),
+            JUNE_2024,
+        )
+    }
+
     fn snp_files_trust() -> TeeTrust {
         TeeTrust {
             snp_vcek: Some(testdata("sev-snp/milan-vcek-virtee.der")),
@@ -312,15 +333,50 @@ mod tests {
 
     #[test]
     fn snp_report_with_verifier_files_is_ok() {
-        let c = check_tee(
-            Some(&virtee_report()),
-            &rd(VIRTEE_REPORT_DATA),
-            &snp_files_trust(),
-            JUNE_2024,
-        );
+        let c = virtee_check();
         assert_eq!(c.status, CheckStatus::Ok, "{}", c.detail);
         // SOURCES.md [decoded] measurement.
         assert!(c.detail.contains("7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f"), "{}", c.detail);
+    }
+
+    #[test]
+    fn snp_report_detail_shows_policy_vmpl_and_tcb() {
+        let c = virtee_check();
+        // SOURCES.md [decoded]: policy 0x30000, VMPL 0, reported_tcb bl 3, tee 0, snp 8, ucode 115.
+        for want in [
+            "guest policy 0x30000",
+            "DEBUG off",
+            "VMPL 0",
+            "reported TCB bl 3, tee 0, snp 8, ucode 115",
+        ] {
+            assert!(c.detail.contains(want), "{want}: {}", c.detail);
+        }
+    }
+
+    /// The go-sev-guest Milan report verifies (signature, chain, TCB) but was launched with the
+    /// DEBUG policy bit (SOURCES.md: "debug allowed (raw 0xb0000)"): the check fails naming it.
+    #[test]
+    fn snp_report_of_a_debug_guest_fails_naming_debug() {
+        let bytes = testdata("sev-snp/milan-vcek-report-gosevguest.bin");
+        let mut report_data = [0u8; 64];
+        report_data[..5].copy_from_slice(&[1, 2, 3, 4, 5]);
+        let r = TeeReportJson {
+            tee: "sev-snp".into(),
+            source: Some("configfs-tsm:sev_guest".into()),
+            report_data: Some(hex::encode(report_data)),
+            report: Some(b64(&bytes)),
+            aux: None,
+        };
+        let trust = TeeTrust {
+            snp_vcek: Some(testdata("sev-snp/milan-vcek-gosevguest.der")),
+            amd_chain: Some(testdata("sev-snp/kds-cert-chain-milan-vcek.pem")),
+            ..TeeTrust::default()
+        };
+        // SOURCES.md: the VCEK is valid from 2022-09-24T00:55:28Z; checked at 01:00:00Z.
+        let c = check_tee(Some(&r), &report_data, &trust, 1_663_981_200);
+        assert_eq!(c.status, CheckStatus::Failed, "{}", c.detail);
+        assert!(c.detail.contains("DEBUG set"), "{}", c.detail);
+        assert!(c.detail.contains("0xb0000"), "{}", c.detail);
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub enum Error {
     /// level, collateral expired or inconsistent, an out-of-date platform status.
     #[error("{0}")]
     Tcb(String),
+    /// The TEE ran the guest under a configuration the verifier refuses: a SEV-SNP guest policy
+    /// with DEBUG or MIGRATE_MA, under which the host can read or export the guest's memory.
+    #[error("{0}")]
+    Policy(String),
     /// Intel DCAP verification of a TDX quote failed (QE or PCK signature, PCK chain, collateral
     /// signatures or dates, TD attributes): dcap-qvl reports these as one error.
     #[error("{0}")]
@@ -66,6 +70,7 @@ impl Error {
             | Error::Key(m)
             | Error::CertificateChain(m)
             | Error::Tcb(m)
+            | Error::Policy(m)
             | Error::Dcap(m)
             | Error::Crypto(m) => m,
         }
@@ -83,6 +88,7 @@ impl Error {
             Error::Key(m) => Error::Key(prefix(m)),
             Error::CertificateChain(m) => Error::CertificateChain(prefix(m)),
             Error::Tcb(m) => Error::Tcb(prefix(m)),
+            Error::Policy(m) => Error::Policy(prefix(m)),
             Error::Dcap(m) => Error::Dcap(prefix(m)),
             Error::Crypto(m) => Error::Crypto(prefix(m)),
         }

@@ -7,6 +7,7 @@
 //! | [`credential`] | TPM2_MakeCredential for the AK↔EK proof (RSA-OAEP or ECDH seed, KDFa, AES-CFB, HMAC) |
 //! | [`signing_key`] | the agent's boot signing key: AK certification, PolicyPCR over the quoted PCRs |
 //! | [`snp`] | SEV-SNP report parsing, ARK → ASK/ASVK → VCEK/VLEK chain, report signature, TCB |
+//! | [`snp_policy`] | the SEV-SNP guest policy (DEBUG, MIGRATE_MA refused) and TCB versions, read from a verified report |
 //! | [`tdx`] | TDX quotes: DCAP verification with Intel collateral, report data, CCEL → RTMR replay |
 //!
 //! The TPM 2.0 structures (TPMT_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE, PCR selections, object Names)
@@ -21,6 +22,7 @@ pub mod error;
 pub mod quote;
 pub mod signing_key;
 pub mod snp;
+pub mod snp_policy;
 pub mod tdx;
 
 pub use error::{Error, Result};
